@@ -1,0 +1,210 @@
+"""Plain-NumPy float64 reference implementation of every xent_rs loss and building block.
+
+Written to be read, not to be fast: each function follows the formula in its docstring
+directly, in float64, with the same signature as the fast version (without ``out``). The test
+suite checks the Rust core against these functions.
+
+Two numerical details are kept even here, because without them the reference itself would be
+less exact than the kernels it checks:
+
+* ``log Σ exp(x − m)`` is computed as ``log1p`` of the non-maximal terms, so the loss of a
+  confident, correct row (e.g. 1e-30) is exact rather than 0;
+* ``1 − p`` for a maximal logit is ``(S − 1) / S`` rather than a subtraction.
+
+Conventions (identical in the fast functions): a term whose target mass is exactly zero is
+skipped, so a ``-inf`` (masked) logit costs nothing unless the target puts mass on it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "log_softmax",
+    "softmax",
+    "logsumexp",
+]
+
+
+def _row_stats(x):
+    """Row maximum ``m``, ``rest = Σ exp(x − m) − 1`` (without cancellation) and exp(x − m)."""
+    m = np.max(x, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = x - m
+        e = np.exp(d)
+        is_max = d == 0
+        ties = is_max.sum(axis=-1, keepdims=True)
+        # Non-maximal terms, plus one for each tie beyond the first; NaN propagates.
+        rest = np.where(is_max, 0.0, e).sum(axis=-1, keepdims=True) + np.maximum(ties - 1, 0)
+    return m, rest, e
+
+
+def logsumexp(logits):
+    """``log Σ_j exp(x_j)`` over the last axis."""
+    x = np.asarray(logits, dtype=np.float64)
+    if x.shape[-1] == 0:
+        return np.full(x.shape[:-1], -np.inf)
+    m, rest, _ = _row_stats(x)
+    return (m + np.log1p(rest))[..., 0]
+
+
+def log_softmax(logits):
+    """``x_j − logsumexp(x)`` over the last axis."""
+    x = np.asarray(logits, dtype=np.float64)
+    m, rest, _ = _row_stats(x)
+    with np.errstate(invalid="ignore"):
+        return (x - m) - np.log1p(rest)
+
+
+def softmax(logits):
+    """``exp(x_j) / Σ_k exp(x_k)`` over the last axis."""
+    x = np.asarray(logits, dtype=np.float64)
+    m, rest, e = _row_stats(x)
+    with np.errstate(invalid="ignore"):
+        return e / (1.0 + rest)
+
+
+def _reduce(row_losses, reduction, divisor):
+    if reduction == "none":
+        return row_losses
+    total = np.sum(row_losses)
+    if reduction == "sum":
+        return np.float64(total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.float64(total) / np.float64(divisor)
+
+
+def _pack(loss, grad, hess, lse, return_grad, return_hess, return_lse):
+    out = [loss]
+    if return_grad:
+        out.append(grad)
+    if return_hess:
+        out.append(hess)
+    if return_lse:
+        out.append(lse)
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
+                  reduction="mean", return_grad=False, return_hess=False, return_lse=False):
+    """Categorical cross-entropy with ``torch.nn.functional.cross_entropy`` semantics,
+    class axis last.
+
+    For each row the weighted target distribution is
+
+    * index target ``t``: ``q_j = (1−ε)·w_t·[j = t] + (ε/K)·w_j``,
+    * probability target ``y``: ``q_j = w_j·((1−ε)·y_j + ε/K)``,
+
+    the row loss is ``Σ_j q_j·(−log_softmax(x)_j)`` (zero-mass terms skipped), its gradient
+    ``Q·p − q`` and its Hessian diagonal ``Q·p·(1 − p)`` with ``Q = Σ_j q_j``. ``mean`` divides
+    by ``Σ w_t`` over non-ignored rows (index targets) or by the number of rows (probabilities).
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    k = x.shape[-1]
+    xf = x.reshape(-1, k)
+    n = xf.shape[0]
+    w = np.ones(k) if weight is None else np.asarray(weight, dtype=np.float64)
+    eps = float(label_smoothing)
+    tgt = np.asarray(target)
+
+    m, rest, e = _row_stats(xf)
+    big_s = 1.0 + rest
+    with np.errstate(invalid="ignore", over="ignore"):
+        neg_logp = (m - xf) + np.log1p(rest)        # −log_softmax, ≥ 0
+        p = e / big_s
+        one_minus_p = np.where(xf == m, rest / big_s, 1.0 - p)
+
+    if np.issubdtype(tgt.dtype, np.integer):
+        t = tgt.reshape(-1).astype(np.int64)
+        kept = t != ignore_index
+        t_safe = np.where(kept, t, 0)
+        q = np.zeros((n, k))
+        q += (eps / k) * w
+        c = (1.0 - eps) * w[t_safe]
+        q[np.arange(n), t_safe] += c
+        q[~kept] = 0.0
+        divisor = np.sum(w[t_safe][kept])
+    else:
+        y = np.asarray(tgt, dtype=np.float64).reshape(n, k)
+        q = w * ((1.0 - eps) * y + eps / k)
+        kept = np.ones(n, dtype=bool)
+        c = None
+        divisor = n
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        row_loss = np.where(q != 0, q * neg_logp, 0.0).sum(axis=1)
+        mass = q.sum(axis=1, keepdims=True)
+        grad = mass * p - q
+        hess = mass * p * one_minus_p
+        if c is not None:
+            # The target's own entry without cancellation: −c·(1 − p_t) + (Q − c)·p_t − b_t.
+            rows = np.arange(n)
+            b_t = (eps / k) * w[t_safe]
+            grad[rows, t_safe] = np.where(
+                kept,
+                -c * one_minus_p[rows, t_safe] + (mass[:, 0] - c) * p[rows, t_safe] - b_t,
+                0.0,
+            )
+    grad[~kept] = 0.0
+    hess[~kept] = 0.0
+
+    if reduction == "mean":
+        with np.errstate(divide="ignore"):
+            scale = np.float64(1.0) / np.float64(divisor)
+        with np.errstate(invalid="ignore"):
+            grad = np.where(kept[:, None], grad * scale, 0.0)
+            hess = np.where(kept[:, None], hess * scale, 0.0)
+    loss = _reduce(row_loss.reshape(x.shape[:-1]), reduction, divisor)
+    lse = (m + np.log1p(rest))[:, 0].reshape(x.shape[:-1])
+    return _pack(loss, grad.reshape(x.shape), hess.reshape(x.shape), lse,
+                 return_grad, return_hess, return_lse)
+
+
+def _softplus(z):
+    """``log(1 + e^z)`` without overflow."""
+    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
+                                     label_smoothing=0.0, reduction="mean",
+                                     return_grad=False, return_hess=False):
+    """Sigmoid binary cross-entropy with ``torch.nn.functional.binary_cross_entropy_with_logits``
+    semantics:
+
+    ``loss = w·[pw·y·softplus(−z) + (1 − y)·softplus(z)]`` with ``y ← y·(1−ε) + ε/2``,
+    ``grad = w·[(pw·y + 1 − y)·σ(z) − pw·y]``, ``hess = w·(pw·y + 1 − y)·σ(z)·(1 − σ(z))``.
+    Zero-coefficient terms (and zero-weight elements) contribute exactly zero. ``mean`` divides
+    by the number of elements.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    eps = float(label_smoothing)
+    y = y * (1.0 - eps) + eps / 2.0
+    w = np.broadcast_to(1.0 if weight is None else np.asarray(weight, np.float64), z.shape)
+    pw = np.broadcast_to(1.0 if pos_weight is None else np.asarray(pos_weight, np.float64),
+                         z.shape)
+    a = pw * y
+    b = 1.0 - y
+    with np.errstate(invalid="ignore", over="ignore"):
+        loss = np.where(a != 0, a * _softplus(-z), 0.0) + np.where(b != 0, b * _softplus(z), 0.0)
+        loss = np.where(np.isnan(z), np.nan, loss)
+        sig = np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))),
+                       np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
+        sig = np.where(np.isnan(z), np.nan, sig)
+        one_minus_sig = np.where(z >= 0, np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))),
+                                 1.0 / (1.0 + np.exp(-np.abs(z))))
+        grad = (a + b) * sig - a
+        hess = (a + b) * sig * one_minus_sig
+    zero_w = w == 0
+    loss = np.where(zero_w, 0.0, w * loss)
+    grad = np.where(zero_w, 0.0, w * grad)
+    hess = np.where(zero_w, 0.0, w * hess)
+    if reduction == "mean":
+        n = z.size
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad = grad / np.float64(n)
+            hess = hess / np.float64(n)
+    loss = _reduce(loss, reduction, z.size)
+    return _pack(loss, grad, hess, None, return_grad, return_hess, False)

@@ -1,0 +1,116 @@
+//! Per-row statistics shared by every softmax-family kernel: the maximum, and the sum of
+//! `exp(x_j − max)` split so that `log Σ` keeps full relative precision.
+
+use crate::real::Real;
+
+/// `max_j x_j` as f64 (`-inf` for a row of `-inf`; NaN entries are skipped here and
+/// propagate through [`exp_sum`] instead).
+#[inline]
+pub fn row_max<T: Real>(x: &[T]) -> f64 {
+    let mut m = f64::NEG_INFINITY;
+    for &v in x {
+        let v = v.to_f64();
+        if v > m {
+            m = v;
+        }
+    }
+    m
+}
+
+/// `S = Σ_j exp(x_j − m)` for the row maximum `m`, kept as `S = 1 + rest`.
+#[derive(Clone, Copy, Debug)]
+pub struct ExpSum {
+    /// `S`.
+    pub total: f64,
+    /// `S − 1`, summed from the non-maximal terms (and one per extra tie for the maximum), so
+    /// it is exact even when it is far below the rounding error of 1.
+    pub rest: f64,
+}
+
+impl ExpSum {
+    /// `log S`, computed as `log1p(rest)`.
+    #[inline]
+    pub fn log_sum(&self) -> f64 {
+        self.rest.ln_1p()
+    }
+}
+
+/// Sums the exponentials of a row, optionally writing each `exp(x_j − m)` to `store`.
+///
+/// A NaN logit, a `+inf` logit or a row of all `-inf` makes `rest` NaN (through
+/// `exp(NaN)` or `inf − inf`), so the row's loss, gradient and logsumexp are NaN, as in NumPy.
+#[inline]
+pub fn exp_sum<T: Real>(x: &[T], m: f64, store: Option<&mut [T]>) -> ExpSum {
+    let mut rest = 0.0f64;
+    let mut ties = 0usize;
+    let mut add = |d: f64| -> f64 {
+        let e = d.exp();
+        if d == 0.0 {
+            ties += 1;
+        } else {
+            rest += e;
+        }
+        e
+    };
+    match store {
+        Some(out) => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = T::from_f64(add(v.to_f64() - m));
+            }
+        }
+        None => {
+            for &v in x {
+                add(v.to_f64() - m);
+            }
+        }
+    }
+    let rest = rest + ties.saturating_sub(1) as f64;
+    // `ties == 0` only when m is ±inf or NaN: `rest` is already NaN then, except for a row
+    // whose maximum is +inf and has no NaN partner (impossible: x_max − m = inf − inf = NaN).
+    ExpSum {
+        total: 1.0 + rest,
+        rest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rest_is_exact_for_a_confident_row() {
+        let x = [0.0f64, -80.0, -90.0];
+        let m = row_max(&x);
+        let es = exp_sum(&x, m, None);
+        let want = (-80.0f64).exp() + (-90.0f64).exp();
+        assert!((es.rest - want).abs() <= 1e-15 * want);
+        assert_eq!(es.total, 1.0);
+    }
+
+    #[test]
+    fn ties_count_once_each() {
+        let x = [2.0f32, 2.0, 2.0];
+        let es = exp_sum(&x, row_max(&x), None);
+        assert_eq!(es.rest, 2.0);
+        assert_eq!(es.total, 3.0);
+    }
+
+    #[test]
+    fn non_finite_rows_are_nan() {
+        for x in [
+            [f64::NEG_INFINITY, f64::NEG_INFINITY],
+            [f64::NAN, 0.0],
+            [f64::INFINITY, 0.0],
+        ] {
+            let es = exp_sum(&x, row_max(&x), None);
+            assert!(es.rest.is_nan(), "{x:?}");
+        }
+    }
+
+    #[test]
+    fn masked_classes_contribute_nothing() {
+        let x = [1.0f64, f64::NEG_INFINITY, 0.0];
+        let es = exp_sum(&x, row_max(&x), None);
+        assert!((es.rest - (-1.0f64).exp()).abs() < 1e-16);
+    }
+}

@@ -1,0 +1,116 @@
+//! `softmax`, `log_softmax` and `logsumexp` over the last axis (rows of `k` elements), from
+//! the same row statistics as the cross-entropy kernel: `log_softmax_j = (x_j − m) −
+//! log1p(S − 1)`, `softmax_j = exp(x_j − m) / S`.
+
+use crate::parallel::{map_jobs, rows_per_chunk};
+use crate::real::Real;
+use crate::rowstats::{exp_sum, row_max};
+
+/// Which function of the row to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowFn {
+    Softmax,
+    LogSoftmax,
+}
+
+/// One row: `out` receives `softmax(x)` or `log_softmax(x)`.
+pub fn softmax_row<T: Real>(x: &[T], out: &mut [T], f: RowFn) {
+    let m = row_max(x);
+    match f {
+        RowFn::Softmax => {
+            let inv = 1.0 / exp_sum(x, m, Some(out)).total;
+            out.iter_mut()
+                .for_each(|v| *v = T::from_f64(v.to_f64() * inv));
+        }
+        RowFn::LogSoftmax => {
+            let log_s = exp_sum(x, m, None).log_sum();
+            out.iter_mut()
+                .zip(x)
+                .for_each(|(o, &v)| *o = T::from_f64((v.to_f64() - m) - log_s));
+        }
+    }
+}
+
+/// Writes `f` of each row of `x` into `out` (same length). `x == None` means in place: `out`
+/// holds the logits, and each row is copied to a scratch row first.
+pub fn softmax_batch<T: Real>(x: Option<&[T]>, out: &mut [T], k: usize, f: RowFn) {
+    if k == 0 || out.is_empty() {
+        return;
+    }
+    let chunk = rows_per_chunk(k) * k;
+    let total = out.len();
+    let jobs: Vec<(Option<&[T]>, &mut [T])> = match x {
+        Some(x) => x
+            .chunks(chunk)
+            .map(Some)
+            .zip(out.chunks_mut(chunk))
+            .collect(),
+        None => out.chunks_mut(chunk).map(|o| (None, o)).collect(),
+    };
+    map_jobs(jobs, total, |(x, o)| {
+        let mut scratch: Vec<T> = Vec::new();
+        for (r, orow) in o.chunks_mut(k).enumerate() {
+            match x {
+                Some(x) => softmax_row(&x[r * k..(r + 1) * k], orow, f),
+                None => {
+                    scratch.clear();
+                    scratch.extend_from_slice(orow);
+                    softmax_row(&scratch, orow, f);
+                }
+            }
+        }
+    });
+}
+
+/// `logsumexp` of each row of `x` into `out` (one element per row).
+pub fn logsumexp_batch<T: Real>(x: &[T], out: &mut [T], k: usize) {
+    if out.is_empty() {
+        return;
+    }
+    if k == 0 {
+        out.fill(T::from_f64(f64::NEG_INFINITY));
+        return;
+    }
+    let rpc = rows_per_chunk(k);
+    let jobs: Vec<(&[T], &mut [T])> = x.chunks(rpc * k).zip(out.chunks_mut(rpc)).collect();
+    map_jobs(jobs, x.len(), |(x, o)| {
+        for (xr, ov) in x.chunks(k).zip(o.iter_mut()) {
+            let m = row_max(xr);
+            *ov = T::from_f64(m + exp_sum(xr, m, None).log_sum());
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_log_softmax_matches() {
+        for k in 1..=20usize {
+            let x: Vec<f64> = (0..k).map(|j| (j as f64 * 1.3).sin() * 5.0).collect();
+            let mut p = vec![0.0; k];
+            let mut lp = vec![0.0; k];
+            softmax_row(&x, &mut p, RowFn::Softmax);
+            softmax_row(&x, &mut lp, RowFn::LogSoftmax);
+            let s: f64 = p.iter().sum();
+            assert!((s - 1.0).abs() < 1e-14);
+            for j in 0..k {
+                assert!((lp[j].exp() - p[j]).abs() < 1e-14);
+            }
+        }
+    }
+
+    #[test]
+    fn in_place_equals_out_of_place() {
+        let k = 7;
+        let x: Vec<f32> = (0..k * 50).map(|i| (i as f32 * 0.37).cos() * 9.0).collect();
+        for f in [RowFn::Softmax, RowFn::LogSoftmax] {
+            let mut a = vec![0.0f32; x.len()];
+            softmax_batch(Some(&x), &mut a, k, f);
+            let mut b = x.clone();
+            softmax_batch(None, &mut b, k, f);
+            assert_eq!(a, b);
+        }
+    }
+}
