@@ -172,7 +172,7 @@ def test_gradient_by_finite_differences(rng):
 def test_property_against_reference(data, dtype, shape, eps, reduction):
     z = data.draw(hnp.arrays(dtype, shape, elements=st.floats(-100, 100, width=32)))
     y = data.draw(hnp.arrays(dtype, shape, elements=st.floats(0, 1, width=32)))
-    last = shape[-1] if shape else 1
-    pw = data.draw(st.none() | hnp.arrays(np.float64, (last,), elements=st.floats(0, 5)))
+    pw_shape = shape[-1:]  # (C,), or () for 0-d logits
+    pw = data.draw(st.none() | hnp.arrays(np.float64, pw_shape, elements=st.floats(0, 5)))
     fast, slow = both(z, y, pos_weight=pw, label_smoothing=eps, reduction=reduction)
     check(fast, slow, dtype)

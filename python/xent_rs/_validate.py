@@ -93,7 +93,7 @@ def nonneg_weights(value, name):
     arr = _as_array(value, name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: must be a real-valued array, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    arr = np.asarray(arr, dtype=np.float64, order="C")  # keeps 0-d arrays 0-d
     if arr.size and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}: must be finite (found NaN or inf)")
     if arr.size and np.any(arr < 0):
@@ -162,6 +162,8 @@ def broadcast_factor(value, name, shape):
     except ValueError:
         raise ValueError(f"{name}: shape {arr.shape} does not broadcast to logits "
                          f"{shape}") from None
+    if b.size == 0:
+        return None, False  # nothing to weigh
     if len(shape) >= 1 and all(s == 0 for s in b.strides[:-1]):
         return np.ascontiguousarray(b[(0,) * (len(shape) - 1)]), False
     return np.ascontiguousarray(b).reshape(-1), True
