@@ -55,7 +55,7 @@ fn readwrite<'py, T: Element>(
     .transpose()
 }
 
-/// Calls `$body` with `$T` bound to the element type of `$arr` (float32 or float64).
+/// Calls `$body` with `$T` bound to the element type of `$arr` (float32, float64, float16).
 macro_rules! dispatch_float {
     ($arr:expr, $T:ident => $body:expr) => {{
         let arr: &Bound<'_, PyAny> = $arr;
@@ -65,9 +65,12 @@ macro_rules! dispatch_float {
         } else if arr.cast::<PyArrayDyn<f64>>().is_ok() {
             type $T = f64;
             $body
+        } else if arr.cast::<PyArrayDyn<half::f16>>().is_ok() {
+            type $T = half::f16;
+            $body
         } else {
             Err(PyTypeError::new_err(
-                "logits: must be a float32 or float64 NumPy array",
+                "logits: must be a float16, float32 or float64 NumPy array",
             ))
         }
     }};
@@ -415,8 +418,25 @@ fn get_num_threads() -> usize {
     parallel::get_num_threads()
 }
 
+/// The float32 instruction-set path in use (`XENT_RS_ISA` can force a lower one).
+#[pyfunction]
+fn simd_path() -> &'static str {
+    crate::simd::active().name()
+}
+
+/// Every float32 instruction-set path this CPU supports.
+#[pyfunction]
+fn simd_paths_supported() -> Vec<&'static str> {
+    crate::simd::supported()
+        .into_iter()
+        .map(|i| i.name())
+        .collect()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(simd_path, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_paths_supported, m)?)?;
     m.add_function(wrap_pyfunction!(cce_check_labels, m)?)?;
     m.add_function(wrap_pyfunction!(cce_forward_backward, m)?)?;
     m.add_function(wrap_pyfunction!(bce_forward_backward, m)?)?;

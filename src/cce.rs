@@ -207,24 +207,34 @@ pub fn cce_row<T: Real>(
         };
         (scale * g, scale * mass * p * omp)
     };
-    match derivs {
-        Derivs::None => {}
-        Derivs::Grad(g) => {
+    // The gradient from the exponentials stored in `g`; the same arithmetic whether or not
+    // the Hessian is requested too, so results never depend on which outputs were asked for.
+    let write_grad = |g: &mut [T]| match target {
+        RowTarget::Index(t) if smooth == 0.0 => {
+            // Hard target: every entry but the target's is a rescaled exponential.
+            let e_t = g[t].to_f64();
+            T::scale(g, scale * mass * inv_s);
+            g[t] = T::from_f64(derivs_at(t, e_t).0);
+        }
+        _ => {
             for (j, v) in g.iter_mut().enumerate() {
                 *v = T::from_f64(derivs_at(j, v.to_f64()).0);
             }
         }
+    };
+    match derivs {
+        Derivs::None => {}
+        Derivs::Grad(g) => write_grad(g),
         Derivs::Hess(h) => {
             for (j, v) in h.iter_mut().enumerate() {
                 *v = T::from_f64(derivs_at(j, v.to_f64()).1);
             }
         }
         Derivs::Both { grad, hess } => {
-            for (j, (gv, hv)) in grad.iter_mut().zip(hess.iter_mut()).enumerate() {
-                let (g, h) = derivs_at(j, gv.to_f64());
-                *gv = T::from_f64(g);
-                *hv = T::from_f64(h);
+            for (j, (gv, hv)) in grad.iter().zip(hess.iter_mut()).enumerate() {
+                *hv = T::from_f64(derivs_at(j, gv.to_f64()).1);
             }
+            write_grad(grad);
         }
     }
     RowResult {
@@ -386,6 +396,9 @@ mod tests {
         let x = [60.0f32, 0.0, -5.0];
         let r = cce_row(&x, RowTarget::Index(0), &spec(3), Derivs::None);
         let want = (-60.0f64).exp() + (-65.0f64).exp();
+        assert!((r.loss - want).abs() <= 1e-6 * want);
+        let x64 = [60.0f64, 0.0, -5.0];
+        let r = cce_row(&x64, RowTarget::Index(0), &spec(3), Derivs::None);
         assert!((r.loss - want).abs() <= 1e-14 * want);
         let mut g = [0.0f32; 3];
         cce_row(&x, RowTarget::Index(0), &spec(3), Derivs::Grad(&mut g));

@@ -8,6 +8,7 @@ pub mod cce;
 pub mod parallel;
 pub mod real;
 pub mod rowstats;
+pub mod simd;
 pub mod softmax;
 
 #[cfg(feature = "python")]

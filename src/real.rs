@@ -3,11 +3,28 @@
 //! Kernels read logits of type `T` and do their arithmetic in `f64`, so a float32 loss is
 //! rounded once, at the end, from a value that carries far more precision than it needs.
 
-/// A logits / gradient element type.
+use crate::rowstats::{exp_sum_scalar, row_max_scalar, ExpSum};
+
+/// A logits / gradient element type. The row primitives default to portable f64 code;
+/// float32 overrides them with the SIMD kernels chosen at run time ([`crate::simd`]).
 pub trait Real: Copy + Send + Sync + PartialOrd + 'static {
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
     const ZERO: Self;
+
+    /// `max_j x_j` (see [`crate::rowstats::row_max`]).
+    fn row_max(x: &[Self]) -> f64 {
+        row_max_scalar(x)
+    }
+    /// `Σ exp(x_j − m)`, split exactly (see [`crate::rowstats::exp_sum`]).
+    fn exp_sum(x: &[Self], m: f64, store: Option<&mut [Self]>) -> ExpSum {
+        exp_sum_scalar(x, m, store)
+    }
+    /// `v[j] *= a`.
+    fn scale(v: &mut [Self], a: f64) {
+        v.iter_mut()
+            .for_each(|e| *e = Self::from_f64(e.to_f64() * a));
+    }
 }
 
 impl Real for f32 {
@@ -20,6 +37,17 @@ impl Real for f32 {
         v as f32
     }
     const ZERO: Self = 0.0;
+
+    fn row_max(x: &[f32]) -> f64 {
+        crate::simd::row_max_f32(x) as f64
+    }
+    fn exp_sum(x: &[f32], m: f64, store: Option<&mut [f32]>) -> ExpSum {
+        // `m` is a float32 row maximum, so the conversion is exact.
+        crate::simd::exp_sum_f32(x, m as f32, store)
+    }
+    fn scale(v: &mut [f32], a: f64) {
+        crate::simd::scale_f32(v, a as f32)
+    }
 }
 
 impl Real for f64 {
@@ -32,4 +60,18 @@ impl Real for f64 {
         v
     }
     const ZERO: Self = 0.0;
+}
+
+/// IEEE half precision: computed in f64 inside, rounded once on output, so half-precision
+/// logits halve the bytes read without losing accuracy beyond the output's own rounding.
+impl Real for half::f16 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        half::f16::from_f64(v)
+    }
+    const ZERO: Self = half::f16::ZERO;
 }

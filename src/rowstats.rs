@@ -3,10 +3,15 @@
 
 use crate::real::Real;
 
-/// `max_j x_j` as f64 (`-inf` for a row of `-inf`; NaN entries are skipped here and
-/// propagate through [`exp_sum`] instead).
+/// `max_j x_j` as f64 (`-inf` for a row of `-inf`; NaN entries may be skipped here: they
+/// propagate through [`exp_sum`] instead). Dispatches to the element type's fastest path.
 #[inline]
 pub fn row_max<T: Real>(x: &[T]) -> f64 {
+    T::row_max(x)
+}
+
+/// Portable [`row_max`].
+pub fn row_max_scalar<T: Real>(x: &[T]) -> f64 {
     let mut m = f64::NEG_INFINITY;
     for &v in x {
         let v = v.to_f64();
@@ -41,6 +46,11 @@ impl ExpSum {
 /// `exp(NaN)` or `inf − inf`), so the row's loss, gradient and logsumexp are NaN, as in NumPy.
 #[inline]
 pub fn exp_sum<T: Real>(x: &[T], m: f64, store: Option<&mut [T]>) -> ExpSum {
+    T::exp_sum(x, m, store)
+}
+
+/// Portable [`exp_sum`], in f64 with the platform's `exp`.
+pub fn exp_sum_scalar<T: Real>(x: &[T], m: f64, store: Option<&mut [T]>) -> ExpSum {
     let mut rest = 0.0f64;
     let mut ties = 0usize;
     let mut add = |d: f64| -> f64 {

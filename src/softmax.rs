@@ -18,9 +18,8 @@ pub fn softmax_row<T: Real>(x: &[T], out: &mut [T], f: RowFn) {
     let m = row_max(x);
     match f {
         RowFn::Softmax => {
-            let inv = 1.0 / exp_sum(x, m, Some(out)).total;
-            out.iter_mut()
-                .for_each(|v| *v = T::from_f64(v.to_f64() * inv));
+            let inv = 1.0 / exp_sum(x, m, Some(&mut *out)).total;
+            T::scale(out, inv);
         }
         RowFn::LogSoftmax => {
             let log_s = exp_sum(x, m, None).log_sum();

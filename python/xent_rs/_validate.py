@@ -12,7 +12,7 @@ import operator
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16))
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -33,7 +33,7 @@ def _native(arr):
 
 
 def float_array(value, name="logits", *, min_ndim=0):
-    """A float32/float64 array (read in place when already contiguous and native)."""
+    """A float16/32/64 array (read in place when already contiguous and native)."""
     if value is None:
         raise TypeError(f"{name}: expected a float array, got None")
     arr = _as_array(value, name)
@@ -41,10 +41,11 @@ def float_array(value, name="logits", *, min_ndim=0):
     if kind != "f":
         what = {"b": "bool", "i": "integer", "u": "unsigned integer", "c": "complex",
                 "O": "object", "U": "string", "S": "bytes"}.get(kind, str(arr.dtype))
-        raise TypeError(f"{name}: must be a float32 or float64 array, got {what} dtype "
+        raise TypeError(f"{name}: must be a float16, float32 or float64 array, got {what} dtype "
                         f"({arr.dtype})")
     if np.dtype(arr.dtype.newbyteorder("=")) not in FLOAT_DTYPES:
-        raise TypeError(f"{name}: dtype {arr.dtype} is not supported; use float32 or float64")
+        raise TypeError(f"{name}: dtype {arr.dtype} is not supported; use float16, float32 "
+                        f"or float64")
     if arr.ndim < min_ndim:
         raise ValueError(f"{name}: must have at least {min_ndim} dimension(s) (the class axis "
                          f"is the last), got shape {arr.shape}")

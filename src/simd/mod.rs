@@ -1,0 +1,198 @@
+//! Run-time instruction-set dispatch for the float32 row kernels.
+//!
+//! The kernels in [`kernels`] are written once, generic over a vector type ([`F32Vec`]), and
+//! instantiated for AVX-512F, AVX2+FMA and a portable scalar path. The best path the CPU
+//! supports is chosen once, at first use; `XENT_RS_ISA=scalar|avx2|avx512` forces a lower one
+//! (a request above what the CPU supports falls back to the best supported), so the tests can
+//! check every path this machine has against the reference. Shipped builds target the
+//! baseline CPU: nothing here depends on compile-time `target-cpu`.
+
+mod exp;
+mod kernels;
+mod vector;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::sync::OnceLock;
+
+pub use kernels::ExpSumF32;
+
+/// An instruction-set path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Isa> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Some(Isa::Scalar),
+            "avx2" => Some(Isa::Avx2),
+            "avx512" => Some(Isa::Avx512),
+            _ => None,
+        }
+    }
+}
+
+/// The best path this CPU supports.
+pub fn detected() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Scalar
+}
+
+/// Every path this CPU supports, lowest first.
+pub fn supported() -> Vec<Isa> {
+    [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+        .into_iter()
+        .filter(|&i| i <= detected())
+        .collect()
+}
+
+/// The path in use: `XENT_RS_ISA` if set (capped at what the CPU supports), else the best.
+pub fn active() -> Isa {
+    static ACTIVE: OnceLock<Isa> = OnceLock::new();
+    *ACTIVE.get_or_init(|| {
+        let best = detected();
+        match std::env::var("XENT_RS_ISA")
+            .ok()
+            .and_then(|s| Isa::parse(&s))
+        {
+            Some(req) => req.min(best),
+            None => best,
+        }
+    })
+}
+
+macro_rules! dispatch {
+    ($isa:expr, $f:ident($($arg:expr),*)) => {{
+        match $isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                // SAFETY: `Isa::Avx512` is only ever returned when the CPU reports avx512f.
+                unsafe { x86::avx512::$f($($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                // SAFETY: `Isa::Avx2` is only ever returned when the CPU reports avx2 and fma.
+                unsafe { x86::avx2::$f($($arg),*) }
+            }
+            _ => kernels::$f::<vector::Scalar>($($arg),*),
+        }
+    }};
+}
+
+/// `max_j x_j` of a float32 row (`-inf` for an empty row; NaN is not guaranteed to win, but
+/// a NaN logit still makes the row NaN through [`exp_sum_f32`]).
+pub fn row_max_f32(x: &[f32]) -> f32 {
+    dispatch!(active(), row_max(x))
+}
+
+/// `Σ exp(x_j − m)` of a float32 row split as in [`crate::rowstats::ExpSum`], writing each
+/// exponential to `store` when given.
+pub fn exp_sum_f32(x: &[f32], m: f32, store: Option<&mut [f32]>) -> ExpSumF32 {
+    dispatch!(active(), exp_sum(x, m, store))
+}
+
+/// `v[j] *= a`.
+pub fn scale_f32(v: &mut [f32], a: f32) {
+    dispatch!(active(), scale(v, a))
+}
+
+/// The same kernels on an explicitly chosen path (for tests and benchmarks); `None` when the
+/// CPU does not support it.
+pub fn exp_sum_f32_on(isa: Isa, x: &[f32], m: f32, store: Option<&mut [f32]>) -> Option<ExpSumF32> {
+    (isa <= detected()).then(|| dispatch!(isa, exp_sum(x, m, store)))
+}
+
+/// [`row_max_f32`] on an explicit path.
+pub fn row_max_f32_on(isa: Isa, x: &[f32]) -> Option<f32> {
+    (isa <= detected()).then(|| dispatch!(isa, row_max(x)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rowstats::exp_sum_scalar;
+
+    fn rows() -> Vec<Vec<f32>> {
+        let mut rows = Vec::new();
+        for k in 1..=40usize {
+            rows.push((0..k).map(|j| ((j * 7 % 13) as f32) * 1.7 - 9.0).collect());
+            rows.push((0..k).map(|j| ((j * 5 % 11) as f32) * 9.1 - 40.0).collect());
+        }
+        let mut masked: Vec<f32> = (0..19).map(|j| j as f32 * 0.3).collect();
+        masked[3] = f32::NEG_INFINITY;
+        masked[18] = f32::NEG_INFINITY;
+        rows.push(masked);
+        rows.push(vec![5.0; 17]); // all ties
+        rows.push(vec![0.0, -30.0, -60.0, -86.0, -90.0, -200.0, -1e30]);
+        rows
+    }
+
+    #[test]
+    fn every_path_matches_the_f64_sum_for_every_length() {
+        for isa in supported() {
+            for x in rows() {
+                let m = row_max_f32_on(isa, &x).unwrap();
+                assert_eq!(m, x.iter().cloned().fold(f32::NEG_INFINITY, f32::max));
+                let mut e = vec![0.0f32; x.len()];
+                let got = exp_sum_f32_on(isa, &x, m, Some(&mut e)).unwrap();
+                let want = exp_sum_scalar(&x, m as f64, None);
+                let tol = 3e-7 * want.rest + 1e-37;
+                assert!(
+                    (got.rest - want.rest).abs() <= tol,
+                    "{isa:?} {x:?}: {got:?} {want:?}"
+                );
+                for (j, &v) in x.iter().enumerate() {
+                    let exact = ((v as f64) - (m as f64)).exp();
+                    let err = (e[j] as f64 - exact).abs();
+                    assert!(
+                        err <= 2.0 * f32::EPSILON as f64 * exact + 1.2e-38,
+                        "{isa:?} {j}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn non_finite_rows_are_nan_on_every_path() {
+        for isa in supported() {
+            for x in [
+                vec![f32::NEG_INFINITY; 9],
+                vec![1.0, f32::NAN, 0.0],
+                vec![f32::INFINITY, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+                vec![0.0; 8].into_iter().chain([f32::NAN]).collect(),
+            ] {
+                let m = row_max_f32_on(isa, &x).unwrap();
+                let got = exp_sum_f32_on(isa, &x, m, None).unwrap();
+                assert!(got.rest.is_nan(), "{isa:?} {x:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn forcing_a_path_is_capped_by_the_cpu() {
+        assert!(active() <= detected());
+        assert!(supported().contains(&Isa::Scalar));
+    }
+}

@@ -1,0 +1,142 @@
+//! The vector operations the float32 kernels need, as a trait implemented per instruction set.
+
+/// A vector of `LANES` f32 lanes.
+///
+/// # Safety
+/// Every method may use instructions of the implementing instruction set: call them only
+/// from code that has checked the CPU supports it (see [`super::active`]). Pointer methods
+/// additionally need `LANES` readable (or writeable) f32s at the pointer.
+pub trait F32Vec: Copy {
+    const LANES: usize;
+    /// Lane mask (a vector of all-ones / all-zeros lanes, or a mask register).
+    type Mask: Copy;
+    /// Four or eight f64 lanes used to accumulate sums exactly enough.
+    type F64Acc: Copy;
+
+    unsafe fn splat(v: f32) -> Self;
+    unsafe fn load(p: *const f32) -> Self;
+    unsafe fn store(self, p: *mut f32);
+    unsafe fn add(self, o: Self) -> Self;
+    unsafe fn sub(self, o: Self) -> Self;
+    unsafe fn mul(self, o: Self) -> Self;
+    /// `self * b + c`, fused.
+    unsafe fn fma(self, b: Self, c: Self) -> Self;
+    /// Lane-wise maximum; where `o` is NaN the result is NaN.
+    unsafe fn max_keep_nan(self, o: Self) -> Self;
+    /// Round to the nearest integer (ties to even), as f32.
+    unsafe fn round(self) -> Self;
+    /// `2^n` for integer-valued lanes `n` in [-126, 127].
+    unsafe fn pow2(n: Self) -> Self;
+    unsafe fn eq(self, o: Self) -> Self::Mask;
+    /// `!(self < o)`: true where `self >= o` or either is NaN.
+    unsafe fn not_lt(self, o: Self) -> Self::Mask;
+    /// `m ? a : b`.
+    unsafe fn select(m: Self::Mask, a: Self, b: Self) -> Self;
+    unsafe fn hmax(self) -> f32;
+    unsafe fn hsum_f32(self) -> f32;
+    unsafe fn acc_zero() -> Self::F64Acc;
+    /// Converts the lanes to f64 and adds them to the accumulator.
+    unsafe fn acc_add(acc: Self::F64Acc, v: Self) -> Self::F64Acc;
+    unsafe fn acc_sum(acc: Self::F64Acc) -> f64;
+}
+
+/// The portable path: one lane, plain Rust.
+#[derive(Clone, Copy)]
+pub struct Scalar(f32);
+
+impl F32Vec for Scalar {
+    const LANES: usize = 1;
+    type Mask = bool;
+    type F64Acc = f64;
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Scalar(v)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Scalar(*p)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        *p = self.0
+    }
+    #[inline(always)]
+    unsafe fn add(self, o: Self) -> Self {
+        Scalar(self.0 + o.0)
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: Self) -> Self {
+        Scalar(self.0 - o.0)
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: Self) -> Self {
+        Scalar(self.0 * o.0)
+    }
+    #[inline(always)]
+    unsafe fn fma(self, b: Self, c: Self) -> Self {
+        Scalar(self.0.mul_add(b.0, c.0))
+    }
+    #[inline(always)]
+    unsafe fn max_keep_nan(self, o: Self) -> Self {
+        if o.0.is_nan() || o.0 > self.0 {
+            o
+        } else {
+            self
+        }
+    }
+    #[inline(always)]
+    unsafe fn round(self) -> Self {
+        Scalar(self.0.round_ties_even())
+    }
+    #[inline(always)]
+    unsafe fn pow2(n: Self) -> Self {
+        Scalar(f32::from_bits(((n.0 as i32 + 127) as u32) << 23))
+    }
+    #[inline(always)]
+    unsafe fn eq(self, o: Self) -> bool {
+        self.0 == o.0
+    }
+    #[inline(always)]
+    unsafe fn not_lt(self, o: Self) -> bool {
+        self.0.partial_cmp(&o.0) != Some(std::cmp::Ordering::Less)
+    }
+    #[inline(always)]
+    unsafe fn select(m: bool, a: Self, b: Self) -> Self {
+        if m {
+            a
+        } else {
+            b
+        }
+    }
+    #[inline(always)]
+    unsafe fn hmax(self) -> f32 {
+        self.0
+    }
+    #[inline(always)]
+    unsafe fn hsum_f32(self) -> f32 {
+        self.0
+    }
+    #[inline(always)]
+    unsafe fn acc_zero() -> f64 {
+        0.0
+    }
+    #[inline(always)]
+    unsafe fn acc_add(acc: f64, v: Self) -> f64 {
+        acc + v.0 as f64
+    }
+    #[inline(always)]
+    unsafe fn acc_sum(acc: f64) -> f64 {
+        acc
+    }
+}
+
+#[cfg(test)]
+impl Scalar {
+    pub fn splat_for_test(v: f32) -> Self {
+        Scalar(v)
+    }
+    pub fn value(self) -> f32 {
+        self.0
+    }
+}

@@ -1,0 +1,236 @@
+//! AVX2+FMA and AVX-512F implementations of [`F32Vec`], and the `#[target_feature]` entry
+//! points that instantiate the generic kernels with them.
+
+macro_rules! entry_points {
+    ($V:ty, $features:literal) => {
+        /// # Safety
+        /// The CPU must support the instruction set named in the attribute.
+        #[target_feature(enable = $features)]
+        pub unsafe fn row_max(x: &[f32]) -> f32 {
+            kernels::row_max::<$V>(x)
+        }
+
+        /// # Safety
+        /// As for [`row_max`].
+        #[target_feature(enable = $features)]
+        pub unsafe fn exp_sum(x: &[f32], m: f32, store: Option<&mut [f32]>) -> ExpSum {
+            kernels::exp_sum::<$V>(x, m, store)
+        }
+
+        /// # Safety
+        /// As for [`row_max`].
+        #[target_feature(enable = $features)]
+        pub unsafe fn scale(v: &mut [f32], a: f32) {
+            kernels::scale::<$V>(v, a)
+        }
+    };
+}
+
+pub mod avx2 {
+    use super::super::kernels;
+    use super::super::vector::F32Vec;
+    use crate::rowstats::ExpSum;
+    use std::arch::x86_64::*;
+
+    #[derive(Clone, Copy)]
+    pub struct V(__m256);
+
+    impl F32Vec for V {
+        const LANES: usize = 8;
+        type Mask = __m256;
+        type F64Acc = (__m256d, __m256d);
+
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            V(_mm256_set1_ps(v))
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            V(_mm256_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self.0)
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            V(_mm256_add_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            V(_mm256_sub_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            V(_mm256_mul_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn fma(self, b: Self, c: Self) -> Self {
+            V(_mm256_fmadd_ps(self.0, b.0, c.0))
+        }
+        #[inline(always)]
+        unsafe fn max_keep_nan(self, o: Self) -> Self {
+            // vmaxps returns its second operand when either is NaN.
+            V(_mm256_max_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn round(self) -> Self {
+            V(_mm256_round_ps::<
+                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+            >(self.0))
+        }
+        #[inline(always)]
+        unsafe fn pow2(n: Self) -> Self {
+            let i = _mm256_add_epi32(_mm256_cvtps_epi32(n.0), _mm256_set1_epi32(127));
+            V(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(i)))
+        }
+        #[inline(always)]
+        unsafe fn eq(self, o: Self) -> __m256 {
+            _mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, o.0)
+        }
+        #[inline(always)]
+        unsafe fn not_lt(self, o: Self) -> __m256 {
+            _mm256_cmp_ps::<_CMP_NLT_UQ>(self.0, o.0)
+        }
+        #[inline(always)]
+        unsafe fn select(m: __m256, a: Self, b: Self) -> Self {
+            V(_mm256_blendv_ps(b.0, a.0, m))
+        }
+        #[inline(always)]
+        unsafe fn hmax(self) -> f32 {
+            let mut b = [0.0f32; 8];
+            _mm256_storeu_ps(b.as_mut_ptr(), self.0);
+            b.iter()
+                .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a })
+        }
+        #[inline(always)]
+        unsafe fn hsum_f32(self) -> f32 {
+            let mut b = [0.0f32; 8];
+            _mm256_storeu_ps(b.as_mut_ptr(), self.0);
+            b.iter().sum()
+        }
+        #[inline(always)]
+        unsafe fn acc_zero() -> Self::F64Acc {
+            (_mm256_setzero_pd(), _mm256_setzero_pd())
+        }
+        #[inline(always)]
+        unsafe fn acc_add(acc: Self::F64Acc, v: Self) -> Self::F64Acc {
+            let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v.0));
+            let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v.0));
+            (_mm256_add_pd(acc.0, lo), _mm256_add_pd(acc.1, hi))
+        }
+        #[inline(always)]
+        unsafe fn acc_sum(acc: Self::F64Acc) -> f64 {
+            let mut b = [0.0f64; 4];
+            _mm256_storeu_pd(b.as_mut_ptr(), _mm256_add_pd(acc.0, acc.1));
+            (b[0] + b[1]) + (b[2] + b[3])
+        }
+    }
+
+    entry_points!(V, "avx2,fma");
+}
+
+pub mod avx512 {
+    use super::super::kernels;
+    use super::super::vector::F32Vec;
+    use crate::rowstats::ExpSum;
+    use std::arch::x86_64::*;
+
+    #[derive(Clone, Copy)]
+    pub struct V(__m512);
+
+    impl F32Vec for V {
+        const LANES: usize = 16;
+        type Mask = __mmask16;
+        type F64Acc = (__m512d, __m512d);
+
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            V(_mm512_set1_ps(v))
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            V(_mm512_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self.0)
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            V(_mm512_add_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            V(_mm512_sub_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            V(_mm512_mul_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn fma(self, b: Self, c: Self) -> Self {
+            V(_mm512_fmadd_ps(self.0, b.0, c.0))
+        }
+        #[inline(always)]
+        unsafe fn max_keep_nan(self, o: Self) -> Self {
+            // vmaxps returns its second operand when either is NaN.
+            V(_mm512_max_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn round(self) -> Self {
+            V(_mm512_roundscale_ps::<
+                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+            >(self.0))
+        }
+        #[inline(always)]
+        unsafe fn pow2(n: Self) -> Self {
+            let i = _mm512_add_epi32(_mm512_cvtps_epi32(n.0), _mm512_set1_epi32(127));
+            V(_mm512_castsi512_ps(_mm512_slli_epi32::<23>(i)))
+        }
+        #[inline(always)]
+        unsafe fn eq(self, o: Self) -> __mmask16 {
+            _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(self.0, o.0)
+        }
+        #[inline(always)]
+        unsafe fn not_lt(self, o: Self) -> __mmask16 {
+            _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(self.0, o.0)
+        }
+        #[inline(always)]
+        unsafe fn select(m: __mmask16, a: Self, b: Self) -> Self {
+            V(_mm512_mask_blend_ps(m, b.0, a.0))
+        }
+        #[inline(always)]
+        unsafe fn hmax(self) -> f32 {
+            let mut b = [0.0f32; 16];
+            _mm512_storeu_ps(b.as_mut_ptr(), self.0);
+            b.iter()
+                .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a })
+        }
+        #[inline(always)]
+        unsafe fn hsum_f32(self) -> f32 {
+            let mut b = [0.0f32; 16];
+            _mm512_storeu_ps(b.as_mut_ptr(), self.0);
+            b.iter().sum()
+        }
+        #[inline(always)]
+        unsafe fn acc_zero() -> Self::F64Acc {
+            (_mm512_setzero_pd(), _mm512_setzero_pd())
+        }
+        #[inline(always)]
+        unsafe fn acc_add(acc: Self::F64Acc, v: Self) -> Self::F64Acc {
+            let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v.0));
+            let hi_bits = _mm512_extracti64x4_epi64::<1>(_mm512_castps_si512(v.0));
+            let hi = _mm512_cvtps_pd(_mm256_castsi256_ps(hi_bits));
+            (_mm512_add_pd(acc.0, lo), _mm512_add_pd(acc.1, hi))
+        }
+        #[inline(always)]
+        unsafe fn acc_sum(acc: Self::F64Acc) -> f64 {
+            let mut b = [0.0f64; 8];
+            _mm512_storeu_pd(b.as_mut_ptr(), _mm512_add_pd(acc.0, acc.1));
+            ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]))
+        }
+    }
+
+    entry_points!(V, "avx512f");
+}
