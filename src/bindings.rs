@@ -12,6 +12,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::bce::{self, Bcast, BceOutputs, BceSpec};
+use crate::calib;
 use crate::cce::{self, CceOutputs, CceSpec, Logits, Targets};
 use crate::parallel;
 use crate::real::Real;
@@ -418,6 +419,90 @@ fn get_num_threads() -> usize {
     parallel::get_num_threads()
 }
 
+fn top_label_typed<T: Real + Element>(
+    py: Python<'_>,
+    logits: &Bound<'_, PyAny>,
+    k: usize,
+    conf: &Bound<'_, PyAny>,
+    argmax: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let x_ro = readonly::<T>(Some(logits), "logits")?.expect("given");
+    let mut c_rw = readwrite::<f64>(Some(conf), "confidence")?.expect("given");
+    let mut a_rw = readwrite::<i64>(Some(argmax), "argmax")?.expect("given");
+    let x = contiguous(&x_ro, "logits")?;
+    let c = contiguous_mut(&mut c_rw, "confidence")?;
+    let a = contiguous_mut(&mut a_rw, "argmax")?;
+    if k == 0 || x.len() != c.len() * k || a.len() != c.len() {
+        return Err(PyValueError::new_err(
+            "logits: shape does not match the outputs",
+        ));
+    }
+    py.detach(|| calib::top_label_batch(x, k, c, a));
+    Ok(())
+}
+
+/// Top-label softmax confidence (float64) and first argmax (int64) of each row, in one pass.
+#[pyfunction]
+fn top_label(
+    py: Python<'_>,
+    logits: &Bound<'_, PyAny>,
+    k: usize,
+    conf: &Bound<'_, PyAny>,
+    argmax: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    dispatch_float!(logits, T => top_label_typed::<T>(py, logits, k, conf, argmax))
+}
+
+fn temperature_typed<T: Real + Element>(
+    py: Python<'_>,
+    logits: &Bound<'_, PyAny>,
+    k: usize,
+    labels: &[i64],
+    beta: f64,
+    weight: Option<&[f64]>,
+) -> PyResult<(f64, f64, f64)> {
+    let x_ro = readonly::<T>(Some(logits), "logits")?.expect("given");
+    let x = contiguous(&x_ro, "logits")?;
+    if k == 0 || x.len() != labels.len() * k {
+        return Err(PyValueError::new_err(
+            "labels: must have one label per row of logits",
+        ));
+    }
+    if weight.is_some_and(|w| w.len() != k) {
+        return Err(PyValueError::new_err("weight: must have shape (K,)"));
+    }
+    if let Err(b) = cce::check_labels(labels, k, i64::MIN, None) {
+        return Err(PyValueError::new_err(format!(
+            "labels: {} is out of range",
+            b.value
+        )));
+    }
+    let s = py.detach(|| calib::temperature_batch(x, k, labels, beta, weight));
+    Ok((s.loss, s.dloss_dbeta, s.weight))
+}
+
+/// Weighted sums of the temperature objective `l(β)`, `l'(β)` and of the weights.
+#[pyfunction]
+#[pyo3(signature = (logits, k, labels, beta, weight=None))]
+fn temperature_objective(
+    py: Python<'_>,
+    logits: &Bound<'_, PyAny>,
+    k: usize,
+    labels: PyReadonlyArray1<'_, i64>,
+    beta: f64,
+    weight: Option<PyReadonlyArray1<'_, f64>>,
+) -> PyResult<(f64, f64, f64)> {
+    let t = labels
+        .as_slice()
+        .map_err(|_| PyValueError::new_err("labels: must be contiguous"))?;
+    let w = weight
+        .as_ref()
+        .map(|w| w.as_slice())
+        .transpose()
+        .map_err(|_| PyValueError::new_err("weight: must be contiguous"))?;
+    dispatch_float!(logits, T => temperature_typed::<T>(py, logits, k, t, beta, w))
+}
+
 /// The float32 instruction-set path in use (`XENT_RS_ISA` can force a lower one).
 #[pyfunction]
 fn simd_path() -> &'static str {
@@ -435,6 +520,8 @@ fn simd_paths_supported() -> Vec<&'static str> {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(top_label, m)?)?;
+    m.add_function(wrap_pyfunction!(temperature_objective, m)?)?;
     m.add_function(wrap_pyfunction!(simd_path, m)?)?;
     m.add_function(wrap_pyfunction!(simd_paths_supported, m)?)?;
     m.add_function(wrap_pyfunction!(cce_check_labels, m)?)?;

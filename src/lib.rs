@@ -4,6 +4,7 @@
 //! feature, which maturin enables.
 
 pub mod bce;
+pub mod calib;
 pub mod cce;
 pub mod parallel;
 pub mod real;

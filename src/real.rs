@@ -11,6 +11,8 @@ pub trait Real: Copy + Send + Sync + PartialOrd + 'static {
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
     const ZERO: Self;
+    /// The type intermediate rows are kept in (float32 for float16 logits).
+    type Work: Real;
 
     /// `max_j x_j` (see [`crate::rowstats::row_max`]).
     fn row_max(x: &[Self]) -> f64 {
@@ -28,6 +30,7 @@ pub trait Real: Copy + Send + Sync + PartialOrd + 'static {
 }
 
 impl Real for f32 {
+    type Work = f32;
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
@@ -51,6 +54,7 @@ impl Real for f32 {
 }
 
 impl Real for f64 {
+    type Work = f64;
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self
@@ -65,6 +69,7 @@ impl Real for f64 {
 /// IEEE half precision: computed in f64 inside, rounded once on output, so half-precision
 /// logits halve the bytes read without losing accuracy beyond the output's own rounding.
 impl Real for half::f16 {
+    type Work = f32;
     #[inline(always)]
     fn to_f64(self) -> f64 {
         f64::from(self)

@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple, Optional, Tuple
 
 import numpy as np
+
+from . import _core
 from numpy.typing import ArrayLike
 
 Norm = Literal["l1", "l2", "max"]
@@ -253,11 +255,12 @@ def _row_chunks(n, k=1):
 # --------------------------------------------------------------------------------------------
 
 def _top_label_from_logits(logits, labels):
-    """Top-label confidence and correctness of softmax(logits), row by row.
+    """Top-label confidence and correctness of softmax(logits), row by row, in one fused Rust
+    pass per row (maximum, first argmax, sum of exponentials): no probability matrix.
 
     Parameters
     ----------
-    logits : ndarray, float32 or float64, shape (N, K), C-contiguous
+    logits : ndarray, float16, float32 or float64, shape (N, K), C-contiguous
         Validated logits (no NaN, no +inf, no row of all -inf).
     labels : ndarray, int64, shape (N,)
         Class labels in ``[0, K)``.
@@ -265,25 +268,20 @@ def _top_label_from_logits(logits, labels):
     Returns
     -------
     confidence : ndarray, float64, shape (N,)
-        ``max_k softmax(z)_k = 1 / sum_k exp(z_k - max(z))``, computed in float64.
+        ``max_k softmax(z)_k = 1 / sum_k exp(z_k - max(z))``.
     correct : ndarray, bool, shape (N,)
         ``argmax(z) == label``, the first maximal index on ties (as ``np.argmax``).
     """
     n, k = logits.shape
     confidence = np.empty(n, dtype=np.float64)
-    correct = np.empty(n, dtype=bool)
-    for rows in _row_chunks(n, k):
-        z = logits[rows].astype(np.float64)
-        top = z.argmax(axis=1)
-        z -= z[np.arange(z.shape[0]), top][:, None]
-        np.exp(z, out=z)
-        confidence[rows] = 1.0 / z.sum(axis=1)
-        correct[rows] = top == labels[rows]
-    return confidence, correct
+    top = np.empty(n, dtype=np.int64)
+    _core.top_label(np.ascontiguousarray(logits), k, confidence, top)
+    return confidence, top == labels
 
 
 def _temperature_objective(logits, labels, beta, weight):
-    """Mean cross-entropy of ``beta * logits`` and its derivative with respect to ``beta``.
+    """Mean cross-entropy of ``beta * logits`` and its derivative with respect to ``beta``,
+    from one fused Rust pass per row.
 
     For row ``i`` with logits ``z`` and label ``y``, ``l_i(beta) = logsumexp(beta z) - beta z_y``
     and ``l_i'(beta) = sum_k softmax(beta z)_k z_k - z_y`` (masked classes, ``z_k = -inf``,
@@ -292,7 +290,7 @@ def _temperature_objective(logits, labels, beta, weight):
 
     Parameters
     ----------
-    logits : ndarray, float32 or float64, shape (N, K), C-contiguous
+    logits : ndarray, float16, float32 or float64, shape (N, K), C-contiguous
         Validated logits (no NaN, no +inf, no row of all -inf).
     labels : ndarray, int64, shape (N,)
         Class labels in ``[0, K)``, never pointing at a ``-inf`` logit.
@@ -305,33 +303,10 @@ def _temperature_objective(logits, labels, beta, weight):
     (mean_loss, d_mean_loss_d_beta) : tuple of float
     """
     n, k = logits.shape
-    loss_sum = grad_sum = weight_sum = 0.0
-    for rows in _row_chunks(n, k):
-        z = logits[rows].astype(np.float64)
-        y = labels[rows]
-        r = np.arange(z.shape[0])
-        masked = np.isneginf(z)
-        any_masked = masked.any()
-        if any_masked:
-            z[masked] = 0.0
-        z_y = z[r, y]
-        bz = beta * z
-        if any_masked:  # masked classes stay masked at every beta, beta = 0 included
-            bz[masked] = -np.inf
-        m = bz.max(axis=1)
-        e = np.exp(bz - m[:, None])
-        s = e.sum(axis=1)
-        loss = m + np.log(s) - beta * z_y
-        grad = np.einsum("ij,ij->i", e, z) / s - z_y
-        if weight is None:
-            loss_sum += loss.sum()
-            grad_sum += grad.sum()
-            weight_sum += z.shape[0]
-        else:
-            w = weight[y]
-            loss_sum += w @ loss
-            grad_sum += w @ grad
-            weight_sum += w.sum()
+    w = None if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    loss_sum, grad_sum, weight_sum = _core.temperature_objective(
+        np.ascontiguousarray(logits), k, np.ascontiguousarray(labels, dtype=np.int64),
+        float(beta), w)
     return float(loss_sum / weight_sum), float(grad_sum / weight_sum)
 
 
