@@ -145,6 +145,13 @@ mod tests {
         rows.push(masked);
         rows.push(vec![5.0; 17]); // all ties
         rows.push(vec![0.0, -30.0, -60.0, -86.0, -90.0, -200.0, -1e30]);
+        // Maxima so large that m − 87 rounds to m.
+        rows.push(vec![3e9, 0.0, -3e9, 3e9 - 256.0]);
+        rows.push((0..21).map(|j| 1e30 - j as f32 * 1e23).collect());
+        rows.push(vec![3.0e38, -3.0e38, 1.0, 3.0e38]);
+        // m + FLUSH rounds down to m − 96 here (ulp 32 below 2^29).
+        let m29 = 536_870_912.0f32;
+        rows.push(vec![m29, m29 - 96.0, m29 - 64.0, m29 - 32.0, m29 - 160.0]);
         rows
     }
 

@@ -16,6 +16,11 @@ pub trait F32Vec: Copy {
     unsafe fn splat(v: f32) -> Self;
     unsafe fn load(p: *const f32) -> Self;
     unsafe fn store(self, p: *mut f32);
+    /// Loads the first `n < LANES` elements at `p` (reading nothing beyond them); the other
+    /// lanes are `fill`.
+    unsafe fn load_partial(p: *const f32, n: usize, fill: f32) -> Self;
+    /// Stores the first `n < LANES` lanes at `p` (writing nothing beyond them).
+    unsafe fn store_partial(self, p: *mut f32, n: usize);
     unsafe fn add(self, o: Self) -> Self;
     unsafe fn sub(self, o: Self) -> Self;
     unsafe fn mul(self, o: Self) -> Self;
@@ -28,10 +33,12 @@ pub trait F32Vec: Copy {
     /// `2^n` for integer-valued lanes `n` in [-126, 127].
     unsafe fn pow2(n: Self) -> Self;
     unsafe fn eq(self, o: Self) -> Self::Mask;
-    /// `!(self < o)`: true where `self >= o` or either is NaN.
-    unsafe fn not_lt(self, o: Self) -> Self::Mask;
-    /// `m ? a : b`.
-    unsafe fn select(m: Self::Mask, a: Self, b: Self) -> Self;
+    /// `self < o` (false where either is NaN).
+    unsafe fn lt(self, o: Self) -> Self::Mask;
+    /// `m ? 0 : a`.
+    unsafe fn zero_where(m: Self::Mask, a: Self) -> Self;
+    /// `m ? a : 0`.
+    unsafe fn one_where(m: Self::Mask, a: Self) -> Self;
     unsafe fn hmax(self) -> f32;
     unsafe fn hsum_f32(self) -> f32;
     unsafe fn acc_zero() -> Self::F64Acc;
@@ -61,6 +68,12 @@ impl F32Vec for Scalar {
     unsafe fn store(self, p: *mut f32) {
         *p = self.0
     }
+    #[inline(always)]
+    unsafe fn load_partial(_p: *const f32, _n: usize, fill: f32) -> Self {
+        Scalar(fill) // n < 1: nothing to read
+    }
+    #[inline(always)]
+    unsafe fn store_partial(self, _p: *mut f32, _n: usize) {}
     #[inline(always)]
     unsafe fn add(self, o: Self) -> Self {
         Scalar(self.0 + o.0)
@@ -98,15 +111,23 @@ impl F32Vec for Scalar {
         self.0 == o.0
     }
     #[inline(always)]
-    unsafe fn not_lt(self, o: Self) -> bool {
-        self.0.partial_cmp(&o.0) != Some(std::cmp::Ordering::Less)
+    unsafe fn lt(self, o: Self) -> bool {
+        self.0 < o.0
     }
     #[inline(always)]
-    unsafe fn select(m: bool, a: Self, b: Self) -> Self {
+    unsafe fn zero_where(m: bool, a: Self) -> Self {
+        if m {
+            Scalar(0.0)
+        } else {
+            a
+        }
+    }
+    #[inline(always)]
+    unsafe fn one_where(m: bool, a: Self) -> Self {
         if m {
             a
         } else {
-            b
+            Scalar(0.0)
         }
     }
     #[inline(always)]

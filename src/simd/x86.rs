@@ -35,6 +35,13 @@ pub mod avx2 {
     #[derive(Clone, Copy)]
     pub struct V(__m256);
 
+    /// All-ones in the first `n` 32-bit lanes.
+    #[inline(always)]
+    unsafe fn tail_mask(n: usize) -> __m256i {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
+    }
+
     impl F32Vec for V {
         const LANES: usize = 8;
         type Mask = __m256;
@@ -51,6 +58,20 @@ pub mod avx2 {
         #[inline(always)]
         unsafe fn store(self, p: *mut f32) {
             _mm256_storeu_ps(p, self.0)
+        }
+        #[inline(always)]
+        unsafe fn load_partial(p: *const f32, n: usize, fill: f32) -> Self {
+            let m = tail_mask(n);
+            let v = _mm256_maskload_ps(p, m);
+            V(_mm256_blendv_ps(
+                _mm256_set1_ps(fill),
+                v,
+                _mm256_castsi256_ps(m),
+            ))
+        }
+        #[inline(always)]
+        unsafe fn store_partial(self, p: *mut f32, n: usize) {
+            _mm256_maskstore_ps(p, tail_mask(n), self.0)
         }
         #[inline(always)]
         unsafe fn add(self, o: Self) -> Self {
@@ -89,12 +110,16 @@ pub mod avx2 {
             _mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, o.0)
         }
         #[inline(always)]
-        unsafe fn not_lt(self, o: Self) -> __m256 {
-            _mm256_cmp_ps::<_CMP_NLT_UQ>(self.0, o.0)
+        unsafe fn lt(self, o: Self) -> __m256 {
+            _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, o.0)
         }
         #[inline(always)]
-        unsafe fn select(m: __m256, a: Self, b: Self) -> Self {
-            V(_mm256_blendv_ps(b.0, a.0, m))
+        unsafe fn zero_where(m: __m256, a: Self) -> Self {
+            V(_mm256_andnot_ps(m, a.0))
+        }
+        #[inline(always)]
+        unsafe fn one_where(m: __m256, a: Self) -> Self {
+            V(_mm256_and_ps(m, a.0))
         }
         #[inline(always)]
         unsafe fn hmax(self) -> f32 {
@@ -157,6 +182,18 @@ pub mod avx512 {
             _mm512_storeu_ps(p, self.0)
         }
         #[inline(always)]
+        unsafe fn load_partial(p: *const f32, n: usize, fill: f32) -> Self {
+            V(_mm512_mask_loadu_ps(
+                _mm512_set1_ps(fill),
+                (1u16 << n) - 1,
+                p,
+            ))
+        }
+        #[inline(always)]
+        unsafe fn store_partial(self, p: *mut f32, n: usize) {
+            _mm512_mask_storeu_ps(p, (1u16 << n) - 1, self.0)
+        }
+        #[inline(always)]
         unsafe fn add(self, o: Self) -> Self {
             V(_mm512_add_ps(self.0, o.0))
         }
@@ -193,12 +230,16 @@ pub mod avx512 {
             _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(self.0, o.0)
         }
         #[inline(always)]
-        unsafe fn not_lt(self, o: Self) -> __mmask16 {
-            _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(self.0, o.0)
+        unsafe fn lt(self, o: Self) -> __mmask16 {
+            _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, o.0)
         }
         #[inline(always)]
-        unsafe fn select(m: __mmask16, a: Self, b: Self) -> Self {
-            V(_mm512_mask_blend_ps(m, b.0, a.0))
+        unsafe fn zero_where(m: __mmask16, a: Self) -> Self {
+            V(_mm512_maskz_mov_ps(!m, a.0))
+        }
+        #[inline(always)]
+        unsafe fn one_where(m: __mmask16, a: Self) -> Self {
+            V(_mm512_maskz_mov_ps(m, a.0))
         }
         #[inline(always)]
         unsafe fn hmax(self) -> f32 {
