@@ -2,7 +2,7 @@
 //! `binary_cross_entropy_with_logits` semantics:
 //!
 //! `loss = w · [a · softplus(−z) + b · softplus(z)]`, `a = pw · y`, `b = 1 − y`
-//! `grad = w · [(a + b) σ(z) − a]`, `hess = w · (a + b) σ(z) (1 − σ(z))`
+//! `grad = w · [b σ(z) − a (1 − σ(z))]`, `hess = w · (a + b) σ(z) (1 − σ(z))`
 //!
 //! where `y` is the (label-smoothed) target, `w` the weight and `pw` the positive-class weight.
 //! One exponential and one `log1p` per element: `softplus(±z) = max(±z, 0) + log1p(e^{−|z|})`.
@@ -12,6 +12,7 @@
 
 use crate::parallel::{map_jobs, ordered_sum, split_opt, CHUNK_ELEMS};
 use crate::real::Real;
+use crate::simd::BceConsts;
 
 /// A factor broadcast over the flattened logits.
 #[derive(Clone, Copy)]
@@ -70,7 +71,8 @@ pub fn bce_elem(z: f64, y: f64, w: f64, pw: f64, eps: f64) -> (f64, f64, f64) {
         (e * inv, inv)
     };
     let sig = if z.is_nan() { f64::NAN } else { sig };
-    let grad = (a + b) * sig - a;
+    // (a + b)σ − a written as bσ − a(1 − σ): exact for hard targets even where σ rounds to 1.
+    let grad = b * sig - a * one_minus_sig;
     let hess = (a + b) * sig * one_minus_sig;
     (w * loss, w * grad, w * hess)
 }
@@ -117,7 +119,34 @@ pub fn bce_batch<T: Real>(
         .map(|(c, ((((z, y), l), g), h))| (c, z, y, l, g, h))
         .collect();
     let last = last.max(1);
+    let constant = |b: Bcast<'_>| match b {
+        Bcast::One => Some(1.0),
+        Bcast::Last(v) | Bcast::Full(v) if v.len() == 1 => Some(v[0]),
+        _ => None,
+    };
+    let consts = match (constant(spec.weight), constant(spec.pos_weight)) {
+        (Some(w), Some(pw)) => Some(BceConsts {
+            weight: w as f32,
+            pos_weight: pw as f32,
+            label_smoothing: spec.label_smoothing as f32,
+            scale: spec.scale as f32,
+        }),
+        _ => None,
+    };
     let partials = map_jobs(jobs, n, |(c, z, y, mut l, mut g, mut h)| {
+        if let Some(k) = &consts {
+            let fast = T::bce_chunk_fast(
+                z,
+                y,
+                k,
+                l.as_deref_mut(),
+                g.as_deref_mut(),
+                h.as_deref_mut(),
+            );
+            if let Some(sum) = fast {
+                return sum;
+            }
+        }
         let start = c * chunk;
         let mut col = start % last;
         let mut sum = 0.0;

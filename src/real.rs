@@ -27,6 +27,18 @@ pub trait Real: Copy + Send + Sync + PartialOrd + 'static {
         v.iter_mut()
             .for_each(|e| *e = Self::from_f64(e.to_f64() * a));
     }
+    /// A vectorised BCE chunk with constant weights, where the type has one (see
+    /// [`crate::simd::bce_chunk_f32`]); `None` means: use the portable per-element loop.
+    fn bce_chunk_fast(
+        _z: Option<&[Self]>,
+        _y: &[Self],
+        _c: &crate::simd::BceConsts,
+        _losses: Option<&mut [Self]>,
+        _grad: Option<&mut [Self]>,
+        _hess: Option<&mut [Self]>,
+    ) -> Option<f64> {
+        None
+    }
 }
 
 impl Real for f32 {
@@ -50,6 +62,16 @@ impl Real for f32 {
     }
     fn scale(v: &mut [f32], a: f64) {
         crate::simd::scale_f32(v, a as f32)
+    }
+    fn bce_chunk_fast(
+        z: Option<&[f32]>,
+        y: &[f32],
+        c: &crate::simd::BceConsts,
+        losses: Option<&mut [f32]>,
+        grad: Option<&mut [f32]>,
+        hess: Option<&mut [f32]>,
+    ) -> Option<f64> {
+        Some(crate::simd::bce_chunk_f32(z, y, c, losses, grad, hess))
     }
 }
 

@@ -56,7 +56,9 @@ def test_closed_form():
                                                          reduction="none", return_grad=True)
         expected = np.logaddexp(0, -z) if y == 1 else np.logaddexp(0, z)
         np.testing.assert_allclose(loss, expected, rtol=1e-14)
-        np.testing.assert_allclose(grad, 1 / (1 + np.exp(-z)) - y, rtol=1e-13, atol=1e-300)
+        # σ(z) − y, written without cancellation: σ(z) − 1 = −σ(−z).
+        expected_grad = -1 / (1 + np.exp(z)) if y == 1 else 1 / (1 + np.exp(-z))
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-13, atol=1e-300)
 
 
 def test_pos_weight_semantics():

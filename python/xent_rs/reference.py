@@ -218,7 +218,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
         sig = np.where(np.isnan(z), np.nan, sig)
         one_minus_sig = np.where(z >= 0, np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))),
                                  1.0 / (1.0 + np.exp(-np.abs(z))))
-        grad = (a + b) * sig - a
+        grad = b * sig - a * one_minus_sig          # = (a + b)·σ − a, without cancellation
         hess = (a + b) * sig * one_minus_sig
     zero_w = w == 0
     loss = np.where(zero_w, 0.0, w * loss)

@@ -2,6 +2,7 @@
 //! set in `x86.rs` (and for [`Scalar`](super::vector::Scalar)).
 
 use super::exp::exp_nonpositive;
+use super::log1p::log1p_nonnegative;
 use super::vector::F32Vec;
 use crate::rowstats::ExpSum;
 
@@ -143,5 +144,107 @@ pub fn scale<V: F32Vec>(v: &mut [f32], a: f32) {
         for e in chunks.into_remainder() {
             *e *= a;
         }
+    }
+}
+
+/// Constant factors of a BCE chunk (no per-element weights).
+#[derive(Clone, Copy)]
+pub struct BceConsts {
+    pub weight: f32,
+    pub pos_weight: f32,
+    pub label_smoothing: f32,
+    /// Multiplies gradient and Hessian.
+    pub scale: f32,
+}
+
+static ONES: [f32; 16] = [1.0; 16];
+
+/// One vector of BCE: (loss, grad, hess), the formulas of [`crate::bce`] with one `exp`
+/// and one `log1p` per element.
+#[inline(always)]
+unsafe fn bce_vec<V: F32Vec>(z: V, y: V, c: &BceConsts) -> (V, V, V) {
+    let zero = V::splat(0.0);
+    let one = V::splat(1.0);
+    let eps = c.label_smoothing;
+    let y = y.fma(V::splat(1.0 - eps), V::splat(0.5 * eps));
+    let a = V::splat(c.pos_weight).mul(y);
+    let b = one.sub(y);
+    let flush = V::splat(FLUSH);
+    let nz = zero.sub(z.abs());
+    let e = V::zero_where(nz.lt(flush), exp_nonpositive(flush.max_keep_nan(nz)));
+    let l = log1p_nonnegative(e);
+    let sp_neg = zero.max_keep_nan(zero.sub(z)).add(l);
+    let sp_pos = zero.max_keep_nan(z).add(l);
+    // Zero coefficients contribute exactly zero (no 0 · inf).
+    let loss =
+        V::zero_where(a.eq(zero), a.mul(sp_neg)).add(V::zero_where(b.eq(zero), b.mul(sp_pos)));
+    let loss = V::select(z.is_nan(), z, loss);
+    let inv = one.div(one.add(e));
+    let neg = z.lt(zero);
+    let sig = V::select(neg, e.mul(inv), inv);
+    let one_minus_sig = V::select(neg, inv, e.mul(inv));
+    let ab = a.add(b);
+    let ws = V::splat(c.weight * c.scale);
+    // b·σ − a·(1 − σ): no cancellation when either coefficient is zero (hard targets).
+    let grad = ws.mul(b.mul(sig).sub(a.mul(one_minus_sig)));
+    let hess = ws.mul(ab.mul(sig).mul(one_minus_sig));
+    (V::splat(c.weight).mul(loss), grad, hess)
+}
+
+/// BCE over a chunk with constant weights. `z == None`: the logits are in `grad` (in place).
+/// Returns the sum of the element losses (f64).
+#[inline(always)]
+pub fn bce_chunk<V: F32Vec>(
+    z: Option<&[f32]>,
+    y: &[f32],
+    c: &BceConsts,
+    mut losses: Option<&mut [f32]>,
+    mut grad: Option<&mut [f32]>,
+    mut hess: Option<&mut [f32]>,
+) -> f64 {
+    let n = y.len();
+    let zp: *const f32 = match (z, grad.as_deref()) {
+        (Some(z), _) => z.as_ptr(),
+        (None, Some(g)) => g.as_ptr(),
+        (None, None) => return 0.0,
+    };
+    // SAFETY: as in `row_max`. `z`, `y` and every output have `n` elements (checked by the
+    // caller); full vectors are read and written at `i + LANES <= n`, the tail masked. In
+    // place, the logits of a vector are read before its gradient overwrites them.
+    unsafe {
+        let mut acc = V::acc_zero();
+        let mut i = 0;
+        let put = |v: V, out: &mut Option<&mut [f32]>, i: usize, len: usize| {
+            if let Some(o) = out.as_deref_mut() {
+                if len == V::LANES {
+                    v.store(o.as_mut_ptr().add(i));
+                } else {
+                    v.store_partial(o.as_mut_ptr().add(i), len);
+                }
+            }
+        };
+        while i < n {
+            let len = V::LANES.min(n - i);
+            let (zv, yv, valid) = if len == V::LANES {
+                (
+                    V::load(zp.add(i)),
+                    V::load(y.as_ptr().add(i)),
+                    V::splat(1.0),
+                )
+            } else {
+                (
+                    V::load_partial(zp.add(i), len, 0.0),
+                    V::load_partial(y.as_ptr().add(i), len, 0.0),
+                    V::load_partial(ONES.as_ptr(), len, 0.0),
+                )
+            };
+            let (l, g, h) = bce_vec(zv, yv, c);
+            acc = V::acc_add(acc, l.mul(valid));
+            put(l, &mut losses, i, len);
+            put(g, &mut grad, i, len);
+            put(h, &mut hess, i, len);
+            i += len;
+        }
+        V::acc_sum(acc)
     }
 }

@@ -9,13 +9,14 @@
 
 mod exp;
 mod kernels;
+mod log1p;
 mod vector;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 use std::sync::OnceLock;
 
-pub use kernels::ExpSumF32;
+pub use kernels::{BceConsts, ExpSumF32};
 
 /// An instruction-set path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -117,6 +118,37 @@ pub fn scale_f32(v: &mut [f32], a: f32) {
     dispatch!(active(), scale(v, a))
 }
 
+/// Sigmoid BCE over a float32 chunk with constant weights (see [`crate::bce`]); returns the
+/// sum of element losses. `z == None` means in place (the logits are in `grad`).
+pub fn bce_chunk_f32(
+    z: Option<&[f32]>,
+    y: &[f32],
+    c: &BceConsts,
+    losses: Option<&mut [f32]>,
+    grad: Option<&mut [f32]>,
+    hess: Option<&mut [f32]>,
+) -> f64 {
+    dispatch!(active(), bce_chunk(z, y, c, losses, grad, hess))
+}
+
+/// [`bce_chunk_f32`] on an explicit path.
+pub fn bce_chunk_f32_on(
+    isa: Isa,
+    z: &[f32],
+    y: &[f32],
+    c: &BceConsts,
+    losses: &mut [f32],
+    grad: &mut [f32],
+    hess: &mut [f32],
+) -> Option<f64> {
+    (isa <= detected()).then(|| {
+        dispatch!(
+            isa,
+            bce_chunk(Some(z), y, c, Some(losses), Some(grad), Some(hess))
+        )
+    })
+}
+
 /// The same kernels on an explicitly chosen path (for tests and benchmarks); `None` when the
 /// CPU does not support it.
 pub fn exp_sum_f32_on(isa: Isa, x: &[f32], m: f32, store: Option<&mut [f32]>) -> Option<ExpSumF32> {
@@ -193,6 +225,68 @@ mod tests {
                 let m = row_max_f32_on(isa, &x).unwrap();
                 let got = exp_sum_f32_on(isa, &x, m, None).unwrap();
                 assert!(got.rest.is_nan(), "{isa:?} {x:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bce_every_path_matches_the_f64_kernel() {
+        let z: Vec<f32> = (0..83)
+            .map(|i| ((i * 37 % 83) as f32 - 41.0) * 0.9)
+            .chain([
+                0.0,
+                1e4,
+                -1e4,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                88.0,
+                -88.0,
+                30.0,
+            ])
+            .collect();
+        let y: Vec<f32> = (0..z.len()).map(|i| [0.0, 1.0, 0.25][i % 3]).collect();
+        for isa in supported() {
+            for &(pw, eps, w) in &[(1.0f32, 0.0f32, 1.0f32), (3.0, 0.1, 0.5), (0.0, 0.0, 2.0)] {
+                let c = BceConsts {
+                    weight: w,
+                    pos_weight: pw,
+                    label_smoothing: eps,
+                    scale: 0.25,
+                };
+                let n = z.len();
+                let (mut l, mut g, mut h) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+                let total = bce_chunk_f32_on(isa, &z, &y, &c, &mut l, &mut g, &mut h).unwrap();
+                let mut want_total = 0.0;
+                for i in 0..n {
+                    let (wl, wg, wh) = crate::bce::bce_elem(
+                        z[i] as f64,
+                        y[i] as f64,
+                        w as f64,
+                        pw as f64,
+                        eps as f64,
+                    );
+                    want_total += wl;
+                    // The gradient b·σ − a·(1 − σ) of a soft target is a difference: its
+                    // natural size is that of the terms, about 4·hess.
+                    let natural = (wg.abs() + 4.0 * wh.abs()) * 0.25;
+                    let close = |a: f32, b: f64, what: &str| {
+                        let size = if what == "grad" { natural } else { b.abs() };
+                        let tol = 4e-7 * size + 1e-37;
+                        assert!(
+                            (a as f64 - b).abs() <= tol || (a as f64 == b),
+                            "{isa:?} {what} z={} y={}: {a} vs {b}",
+                            z[i],
+                            y[i]
+                        );
+                    };
+                    close(l[i], wl, "loss");
+                    close(g[i], wg * 0.25, "grad");
+                    close(h[i], wh * 0.25, "hess");
+                }
+                assert!(
+                    total == want_total || (total - want_total).abs() <= 4e-7 * want_total.abs(),
+                    "{isa:?}: {total} vs {want_total}"
+                );
             }
         }
     }

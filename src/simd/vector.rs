@@ -33,6 +33,17 @@ pub trait F32Vec: Copy {
     /// `2^n` for integer-valued lanes `n` in [-126, 127].
     unsafe fn pow2(n: Self) -> Self;
     unsafe fn eq(self, o: Self) -> Self::Mask;
+    unsafe fn div(self, o: Self) -> Self;
+    unsafe fn abs(self) -> Self;
+    /// For positive, finite, normal lanes: `(k, f)` with `self = 2^k · f`, `f` in `[1, 2)`,
+    /// `k` as f32.
+    unsafe fn exponent_mantissa(self) -> (Self, Self);
+    /// `self > o` (false where either is NaN).
+    unsafe fn gt(self, o: Self) -> Self::Mask;
+    /// True where the lane is NaN.
+    unsafe fn is_nan(self) -> Self::Mask;
+    /// `m ? a : b`.
+    unsafe fn select(m: Self::Mask, a: Self, b: Self) -> Self;
     /// `self < o` (false where either is NaN).
     unsafe fn lt(self, o: Self) -> Self::Mask;
     /// `m ? 0 : a`.
@@ -109,6 +120,37 @@ impl F32Vec for Scalar {
     #[inline(always)]
     unsafe fn eq(self, o: Self) -> bool {
         self.0 == o.0
+    }
+    #[inline(always)]
+    unsafe fn div(self, o: Self) -> Self {
+        Scalar(self.0 / o.0)
+    }
+    #[inline(always)]
+    unsafe fn abs(self) -> Self {
+        Scalar(self.0.abs())
+    }
+    #[inline(always)]
+    unsafe fn exponent_mantissa(self) -> (Self, Self) {
+        let bits = self.0.to_bits();
+        let k = ((bits >> 23) as i32 - 127) as f32;
+        let f = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+        (Scalar(k), Scalar(f))
+    }
+    #[inline(always)]
+    unsafe fn gt(self, o: Self) -> bool {
+        self.0 > o.0
+    }
+    #[inline(always)]
+    unsafe fn is_nan(self) -> bool {
+        self.0.is_nan()
+    }
+    #[inline(always)]
+    unsafe fn select(m: bool, a: Self, b: Self) -> Self {
+        if m {
+            a
+        } else {
+            b
+        }
     }
     #[inline(always)]
     unsafe fn lt(self, o: Self) -> bool {

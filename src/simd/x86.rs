@@ -23,6 +23,20 @@ macro_rules! entry_points {
         pub unsafe fn scale(v: &mut [f32], a: f32) {
             kernels::scale::<$V>(v, a)
         }
+
+        /// # Safety
+        /// As for [`row_max`].
+        #[target_feature(enable = $features)]
+        pub unsafe fn bce_chunk(
+            z: Option<&[f32]>,
+            y: &[f32],
+            c: &kernels::BceConsts,
+            losses: Option<&mut [f32]>,
+            grad: Option<&mut [f32]>,
+            hess: Option<&mut [f32]>,
+        ) -> f64 {
+            kernels::bce_chunk::<$V>(z, y, c, losses, grad, hess)
+        }
     };
 }
 
@@ -108,6 +122,36 @@ pub mod avx2 {
         #[inline(always)]
         unsafe fn eq(self, o: Self) -> __m256 {
             _mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, o.0)
+        }
+        #[inline(always)]
+        unsafe fn div(self, o: Self) -> Self {
+            V(_mm256_div_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn abs(self) -> Self {
+            V(_mm256_andnot_ps(_mm256_set1_ps(-0.0), self.0))
+        }
+        #[inline(always)]
+        unsafe fn exponent_mantissa(self) -> (Self, Self) {
+            let bits = _mm256_castps_si256(self.0);
+            let k = _mm256_sub_epi32(_mm256_srli_epi32::<23>(bits), _mm256_set1_epi32(127));
+            let f = _mm256_or_si256(
+                _mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)),
+                _mm256_set1_epi32(0x3f80_0000),
+            );
+            (V(_mm256_cvtepi32_ps(k)), V(_mm256_castsi256_ps(f)))
+        }
+        #[inline(always)]
+        unsafe fn gt(self, o: Self) -> __m256 {
+            _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, o.0)
+        }
+        #[inline(always)]
+        unsafe fn is_nan(self) -> __m256 {
+            _mm256_cmp_ps::<_CMP_UNORD_Q>(self.0, self.0)
+        }
+        #[inline(always)]
+        unsafe fn select(m: __m256, a: Self, b: Self) -> Self {
+            V(_mm256_blendv_ps(b.0, a.0, m))
         }
         #[inline(always)]
         unsafe fn lt(self, o: Self) -> __m256 {
@@ -228,6 +272,36 @@ pub mod avx512 {
         #[inline(always)]
         unsafe fn eq(self, o: Self) -> __mmask16 {
             _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(self.0, o.0)
+        }
+        #[inline(always)]
+        unsafe fn div(self, o: Self) -> Self {
+            V(_mm512_div_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn abs(self) -> Self {
+            V(_mm512_abs_ps(self.0))
+        }
+        #[inline(always)]
+        unsafe fn exponent_mantissa(self) -> (Self, Self) {
+            let bits = _mm512_castps_si512(self.0);
+            let k = _mm512_sub_epi32(_mm512_srli_epi32::<23>(bits), _mm512_set1_epi32(127));
+            let f = _mm512_or_si512(
+                _mm512_and_si512(bits, _mm512_set1_epi32(0x007f_ffff)),
+                _mm512_set1_epi32(0x3f80_0000),
+            );
+            (V(_mm512_cvtepi32_ps(k)), V(_mm512_castsi512_ps(f)))
+        }
+        #[inline(always)]
+        unsafe fn gt(self, o: Self) -> __mmask16 {
+            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, o.0)
+        }
+        #[inline(always)]
+        unsafe fn is_nan(self) -> __mmask16 {
+            _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(self.0, self.0)
+        }
+        #[inline(always)]
+        unsafe fn select(m: __mmask16, a: Self, b: Self) -> Self {
+            V(_mm512_mask_blend_ps(m, b.0, a.0))
         }
         #[inline(always)]
         unsafe fn lt(self, o: Self) -> __mmask16 {
