@@ -17,7 +17,7 @@
 
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
 use crate::real::Real;
-use crate::rowstats::{exp_sum, row_max};
+use crate::rowstats::{exp_sum, row_max, ExpSum};
 
 /// One row's target.
 #[derive(Clone, Copy)]
@@ -115,10 +115,71 @@ pub fn cce_row<T: Real>(
     spec: &CceSpec<'_>,
     mut derivs: Derivs<'_, T>,
 ) -> RowResult {
+    if let RowTarget::Ignored = target {
+        if !spec.want_lse {
+            return cce_row_finish(x, target, spec, derivs, RowStats::default());
+        }
+    }
+    let m = row_max(x);
+    let store: Option<&mut [T]> = match (&mut derivs, target) {
+        (_, RowTarget::Ignored) | (Derivs::None, _) => None,
+        (Derivs::Grad(g), _) | (Derivs::Both { grad: g, .. }, _) => Some(g),
+        (Derivs::Hess(h), _) => Some(h),
+    };
+    let es = exp_sum(x, m, store);
+    let st = RowStats {
+        m,
+        es,
+        log_s: es.log_sum(),
+    };
+    cce_row_finish(x, target, spec, derivs, st)
+}
+
+/// A row's statistics before its target is looked at.
+#[derive(Clone, Copy, Debug)]
+pub struct RowStats {
+    /// The row maximum.
+    pub m: f64,
+    /// The split sum of `exp(x_j − m)`.
+    pub es: ExpSum,
+    /// `log S` (see [`ExpSum::log_sum`]; block kernels may compute it their own way).
+    pub log_s: f64,
+}
+
+impl Default for RowStats {
+    fn default() -> Self {
+        RowStats {
+            m: 0.0,
+            es: ExpSum {
+                total: 1.0,
+                rest: 0.0,
+            },
+            log_s: 0.0,
+        }
+    }
+}
+
+/// The loss and derivatives of a row from its statistics; when derivatives are requested
+/// (and the row is not ignored), the buffer that receives the gradient (else the Hessian)
+/// already holds `exp(x_j − m)`.
+pub fn cce_row_finish<T: Real>(
+    x: &[T],
+    target: RowTarget<'_, T>,
+    spec: &CceSpec<'_>,
+    mut derivs: Derivs<'_, T>,
+    st: RowStats,
+) -> RowResult {
     let k = x.len();
     let eps = spec.label_smoothing;
     let smooth = eps / k as f64;
-
+    let RowStats { m, es, log_s } = st;
+    if let (RowTarget::Index(t), 0.0) = (target, smooth) {
+        match derivs {
+            Derivs::None => return hard_target_row(x, t, spec, None, st),
+            Derivs::Grad(g) => return hard_target_row(x, t, spec, Some(g), st),
+            _ => {}
+        }
+    }
     if let RowTarget::Ignored = target {
         match &mut derivs {
             Derivs::None => {}
@@ -129,23 +190,11 @@ pub fn cce_row<T: Real>(
                 hess.fill(T::ZERO);
             }
         }
-        let lse = if spec.want_lse {
-            let m = row_max(x);
-            m + exp_sum(x, m, None).log_sum()
-        } else {
-            0.0
+        return RowResult {
+            loss: 0.0,
+            lse: m + log_s,
         };
-        return RowResult { loss: 0.0, lse };
     }
-
-    let m = row_max(x);
-    let store: Option<&mut [T]> = match &mut derivs {
-        Derivs::None => None,
-        Derivs::Grad(g) | Derivs::Both { grad: g, .. } => Some(g),
-        Derivs::Hess(h) => Some(h),
-    };
-    let es = exp_sum(x, m, store);
-    let log_s = es.log_sum();
 
     // The weighted target distribution: q_j = base_j + [j == t]·c for an index target t.
     let q_prob = |y: &[T], j: usize| spec.w(j) * ((1.0 - eps) * y[j].to_f64() + smooth);
@@ -243,6 +292,41 @@ pub fn cce_row<T: Real>(
     }
 }
 
+/// The common case of [`cce_row_finish`], kept small so that short rows pay little per row:
+/// a class-index target without label smoothing, loss and optionally the gradient
+/// `scale·c·(p − onehot(t))`, `c = weight[t]`.
+#[inline]
+fn hard_target_row<T: Real>(
+    x: &[T],
+    t: usize,
+    spec: &CceSpec<'_>,
+    grad: Option<&mut [T]>,
+    st: RowStats,
+) -> RowResult {
+    let c = spec.w(t);
+    let xt = x[t].to_f64();
+    let loss = if c != 0.0 {
+        c * ((st.m - xt) + st.log_s)
+    } else {
+        0.0
+    };
+    if let Some(g) = grad {
+        let inv_s = 1.0 / st.es.total;
+        let e_t = g[t].to_f64();
+        let one_minus_p = if xt == st.m {
+            st.es.rest * inv_s
+        } else {
+            1.0 - e_t * inv_s
+        };
+        T::scale(g, spec.scale * c * inv_s);
+        g[t] = T::from_f64(-spec.scale * c * one_minus_p);
+    }
+    RowResult {
+        loss,
+        lse: st.m + st.log_s,
+    }
+}
+
 /// Output buffers of a batch; each is `N × K` (grad, hess) or `N` (losses, lse) long.
 pub struct CceOutputs<'a, T> {
     pub losses: Option<&'a mut [T]>,
@@ -286,59 +370,87 @@ pub fn cce_batch<T: Real>(
         .zip(losses.into_iter().zip(lses))
         .map(|((((c, x), g), h), (l, s))| (c, x, g, h, l, s))
         .collect();
+    // Small rows are processed several at a time, one row per SIMD lane, where the element
+    // type has such a kernel (float32); other rows one at a time.
+    let block = T::block_rows(k);
     let partials = map_jobs(jobs, n * k, |(c, x, mut g, mut h, mut l, mut s)| {
         let row0 = c * rpc;
         let rows = rpc.min(n - row0);
         let mut scratch: Vec<T> = if in_place {
-            vec![T::ZERO; k]
+            vec![T::ZERO; k * block.max(1)]
         } else {
             Vec::new()
         };
+        let mut stats = vec![RowStats::default(); block];
         let mut sum = 0.0;
-        for r in 0..rows {
-            let span = r * k..(r + 1) * k;
-            let xr: &[T] = match x {
+        let mut r = 0;
+        while r < rows {
+            let span_rows = if block > 0 && r + block <= rows {
+                block
+            } else {
+                1
+            };
+            let span = r * k..(r + span_rows) * k;
+            let xs: &[T] = match x {
                 Some(x) => &x[span.clone()],
                 None => {
                     let gsrc = g.as_deref().expect("in-place needs the gradient buffer");
-                    scratch.copy_from_slice(&gsrc[span.clone()]);
-                    &scratch
+                    scratch[..span.len()].copy_from_slice(&gsrc[span.clone()]);
+                    &scratch[..span.len()]
                 }
             };
-            let target = match targets {
-                Targets::Index {
-                    labels,
-                    ignore_index,
-                } => {
-                    let t = labels[row0 + r];
-                    if t == ignore_index {
-                        RowTarget::Ignored
-                    } else {
-                        RowTarget::Index(t as usize)
+            if span_rows > 1 {
+                let store = match (g.as_deref_mut(), h.as_deref_mut()) {
+                    (Some(g), _) => Some(&mut g[span.clone()]),
+                    (None, Some(h)) => Some(&mut h[span.clone()]),
+                    (None, None) => None,
+                };
+                T::row_block_stats(xs, k, &mut stats, store);
+            }
+            for i in 0..span_rows {
+                let rr = r + i;
+                let row = rr * k..(rr + 1) * k;
+                let xr = &xs[i * k..(i + 1) * k];
+                let target = match targets {
+                    Targets::Index {
+                        labels,
+                        ignore_index,
+                    } => {
+                        let t = labels[row0 + rr];
+                        if t == ignore_index {
+                            RowTarget::Ignored
+                        } else {
+                            RowTarget::Index(t as usize)
+                        }
                     }
+                    Targets::Probs(y) => {
+                        let j = (row0 + rr) * k;
+                        RowTarget::Probs(&y[j..j + k])
+                    }
+                };
+                let derivs = match (g.as_deref_mut(), h.as_deref_mut()) {
+                    (None, None) => Derivs::None,
+                    (Some(g), None) => Derivs::Grad(&mut g[row]),
+                    (None, Some(h)) => Derivs::Hess(&mut h[row]),
+                    (Some(g), Some(h)) => Derivs::Both {
+                        grad: &mut g[row.clone()],
+                        hess: &mut h[row],
+                    },
+                };
+                let res = if span_rows > 1 {
+                    cce_row_finish(xr, target, spec, derivs, stats[i])
+                } else {
+                    cce_row(xr, target, spec, derivs)
+                };
+                sum += res.loss;
+                if let Some(l) = l.as_deref_mut() {
+                    l[rr] = T::from_f64(res.loss);
                 }
-                Targets::Probs(y) => {
-                    let i = (row0 + r) * k;
-                    RowTarget::Probs(&y[i..i + k])
+                if let Some(s) = s.as_deref_mut() {
+                    s[rr] = T::from_f64(res.lse);
                 }
-            };
-            let derivs = match (g.as_deref_mut(), h.as_deref_mut()) {
-                (None, None) => Derivs::None,
-                (Some(g), None) => Derivs::Grad(&mut g[span]),
-                (None, Some(h)) => Derivs::Hess(&mut h[span]),
-                (Some(g), Some(h)) => Derivs::Both {
-                    grad: &mut g[span.clone()],
-                    hess: &mut h[span],
-                },
-            };
-            let res = cce_row(xr, target, spec, derivs);
-            sum += res.loss;
-            if let Some(l) = l.as_deref_mut() {
-                l[r] = T::from_f64(res.loss);
             }
-            if let Some(s) = s.as_deref_mut() {
-                s[r] = T::from_f64(res.lse);
-            }
+            r += span_rows;
         }
         sum
     });

@@ -27,6 +27,21 @@ pub trait Real: Copy + Send + Sync + PartialOrd + 'static {
         v.iter_mut()
             .for_each(|e| *e = Self::from_f64(e.to_f64() * a));
     }
+    /// Rows per call of [`Real::row_block_stats`] for rows of `k` elements; 0 when the type
+    /// has no such kernel for this `k`.
+    fn block_rows(_k: usize) -> usize {
+        0
+    }
+    /// The statistics of [`Real::block_rows`] rows of `k` elements at once (see
+    /// [`crate::cce::cce_row_finish`]), writing their exponentials to `store` when given.
+    fn row_block_stats(
+        _x: &[Self],
+        _k: usize,
+        _stats: &mut [crate::cce::RowStats],
+        _store: Option<&mut [Self]>,
+    ) {
+        unreachable!("block_rows is 0")
+    }
     /// A vectorised BCE chunk with constant weights, where the type has one (see
     /// [`crate::simd::bce_chunk_f32`]); `None` means: use the portable per-element loop.
     fn bce_chunk_fast(
@@ -61,7 +76,24 @@ impl Real for f32 {
         crate::simd::exp_sum_f32(x, m as f32, store)
     }
     fn scale(v: &mut [f32], a: f64) {
-        crate::simd::scale_f32(v, a as f32)
+        if v.len() < 32 {
+            // Short rows: a plain (compiler-vectorised) loop beats the dispatched call.
+            let a = a as f32;
+            v.iter_mut().for_each(|e| *e *= a);
+        } else {
+            crate::simd::scale_f32(v, a as f32)
+        }
+    }
+    fn block_rows(k: usize) -> usize {
+        crate::simd::block_rows_f32(k)
+    }
+    fn row_block_stats(
+        x: &[f32],
+        k: usize,
+        stats: &mut [crate::cce::RowStats],
+        store: Option<&mut [f32]>,
+    ) {
+        crate::simd::row_block_stats_f32(x, k, stats, store)
     }
     fn bce_chunk_fast(
         z: Option<&[f32]>,

@@ -248,3 +248,72 @@ pub fn bce_chunk<V: F32Vec>(
         V::acc_sum(acc)
     }
 }
+
+/// The most classes a row may have to be processed one row per lane.
+pub const BLOCK_MAX_K: usize = 16;
+
+/// Statistics of `LANES` rows of `k <= BLOCK_MAX_K` elements at once, one row per lane, so
+/// that short rows do not leave most lanes idle or pay a horizontal reduction each: per row
+/// the maximum, the split sum `S − 1` (f64) and `log S` (f32 `log1p`), and, when `store` is
+/// given, the exponentials (row-major, like `x`).
+#[inline(always)]
+pub fn row_block<V: F32Vec>(
+    x: &[f32],
+    k: usize,
+    m_out: &mut [f32],
+    rest_out: &mut [f64],
+    log_out: &mut [f32],
+    store: Option<&mut [f32]>,
+) {
+    let lanes = V::LANES;
+    assert!(k <= BLOCK_MAX_K && x.len() == lanes * k && m_out.len() >= lanes);
+    // SAFETY: as in `row_max`; the staging buffers hold `BLOCK_MAX_K × 16` values and we
+    // use `k × LANES`, reading and writing whole vectors at multiples of `LANES`.
+    unsafe {
+        // Transpose through a staging buffer: plain loads and stores beat hardware gathers.
+        let mut columns = [0.0f32; BLOCK_MAX_K * 16]; // (zeroing 1 KB is cheap next to exp)
+        for (i, row) in x.chunks_exact(k).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                columns[j * lanes + i] = v;
+            }
+        }
+        let pc = columns.as_ptr();
+        let mut mv = V::splat(f32::NEG_INFINITY);
+        for j in 0..k {
+            mv = mv.max_keep_nan(V::load(pc.add(j * lanes)));
+        }
+        let neg_m = V::splat(0.0).sub(mv);
+        let lo_bound = mv.add(V::splat(FLUSH));
+        let one = V::splat(1.0);
+        let mut sums = SumState::<V>::new();
+        let mut staged = [0.0f32; BLOCK_MAX_K * 16];
+        for j in 0..k {
+            let e = exp_shifted(V::load(pc.add(j * lanes)), mv, neg_m, lo_bound);
+            sums.add(e, one);
+            e.store(staged.as_mut_ptr().add(j * lanes));
+        }
+        let mut acc = [0.0f64; 16];
+        let mut ties = [0.0f32; 16];
+        let mut rest32 = [0.0f32; 16];
+        V::acc_lanes(sums.acc, acc.as_mut_ptr());
+        sums.ties.store(ties.as_mut_ptr());
+        mv.store(m_out.as_mut_ptr());
+        for i in 0..lanes {
+            let rest = if ties[i] == 0.0 {
+                f64::NAN // the maximum itself gave NaN
+            } else {
+                acc[i] + (ties[i] as f64 - 1.0)
+            };
+            rest_out[i] = rest;
+            rest32[i] = rest as f32;
+        }
+        log1p_nonnegative(V::load(rest32.as_ptr())).store(log_out.as_mut_ptr());
+        if let Some(st) = store {
+            for (i, row) in st.chunks_exact_mut(k).enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = staged[j * lanes + i];
+                }
+            }
+        }
+    }
+}

@@ -118,6 +118,40 @@ pub fn scale_f32(v: &mut [f32], a: f32) {
     dispatch!(active(), scale(v, a))
 }
 
+/// Rows per [`row_block_stats_f32`] call for rows of `k` float32 elements (0: none).
+pub fn block_rows_f32(k: usize) -> usize {
+    match active() {
+        _ if !(2..=kernels::BLOCK_MAX_K).contains(&k) => 0,
+        Isa::Avx512 => 16,
+        Isa::Avx2 => 8,
+        Isa::Scalar => 0,
+    }
+}
+
+/// Row statistics of [`block_rows_f32`] rows at once, one row per lane.
+pub fn row_block_stats_f32(
+    x: &[f32],
+    k: usize,
+    stats: &mut [crate::cce::RowStats],
+    store: Option<&mut [f32]>,
+) {
+    let (mut m, mut rest, mut log_s) = ([0.0f32; 16], [0.0f64; 16], [0.0f32; 16]);
+    dispatch!(
+        active(),
+        row_block(x, k, &mut m, &mut rest, &mut log_s, store)
+    );
+    for (i, st) in stats.iter_mut().enumerate() {
+        *st = crate::cce::RowStats {
+            m: m[i] as f64,
+            es: crate::rowstats::ExpSum {
+                total: 1.0 + rest[i],
+                rest: rest[i],
+            },
+            log_s: log_s[i] as f64,
+        };
+    }
+}
+
 /// Sigmoid BCE over a float32 chunk with constant weights (see [`crate::bce`]); returns the
 /// sum of element losses. `z == None` means in place (the logits are in `grad`).
 pub fn bce_chunk_f32(
@@ -287,6 +321,71 @@ mod tests {
                     total == want_total || (total - want_total).abs() <= 4e-7 * want_total.abs(),
                     "{isa:?}: {total} vs {want_total}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn row_blocks_match_one_row_at_a_time_on_every_path() {
+        for isa in supported() {
+            let lanes = match isa {
+                Isa::Avx512 => 16,
+                Isa::Avx2 => 8,
+                Isa::Scalar => continue,
+            };
+            for k in 2..=kernels::BLOCK_MAX_K {
+                let mut x: Vec<f32> = (0..lanes * k)
+                    .map(|i| ((i * 7919 % 97) as f32 - 48.0) * 0.37)
+                    .collect();
+                x[k + 1] = f32::NEG_INFINITY; // a masked class
+                x[2 * k..3 * k].fill(f32::NEG_INFINITY); // an all-masked row
+                x[3 * k] = f32::NAN;
+                x[4 * k..5 * k].fill(2.5); // all ties
+                x[5 * k] = 1e30; // a huge maximum
+                let (mut m, mut rest, mut log_s) = ([0.0f32; 16], [0.0f64; 16], [0.0f32; 16]);
+                let mut e = vec![0.0f32; x.len()];
+                // SAFETY: `isa` is supported by this CPU (it comes from `supported()`).
+                unsafe {
+                    match isa {
+                        Isa::Avx512 => x86::avx512::row_block(
+                            &x,
+                            k,
+                            &mut m,
+                            &mut rest,
+                            &mut log_s,
+                            Some(&mut e),
+                        ),
+                        _ => {
+                            x86::avx2::row_block(&x, k, &mut m, &mut rest, &mut log_s, Some(&mut e))
+                        }
+                    }
+                }
+                for i in 0..lanes {
+                    let row = &x[i * k..(i + 1) * k];
+                    let want =
+                        exp_sum_scalar(row, row_max_f32_on(Isa::Scalar, row).unwrap() as f64, None);
+                    if want.rest.is_nan() {
+                        assert!(
+                            rest[i].is_nan() && log_s[i].is_nan(),
+                            "{isa:?} k={k} row {i}"
+                        );
+                        continue;
+                    }
+                    assert!(
+                        (rest[i] - want.rest).abs() <= 3e-7 * want.rest,
+                        "{isa:?} k={k} row {i}"
+                    );
+                    let want_log = want.rest.ln_1p();
+                    assert!(
+                        (log_s[i] as f64 - want_log).abs() <= 3e-7 * want_log,
+                        "{isa:?} k={k} row {i}"
+                    );
+                    for j in 0..k {
+                        let exact = ((row[j] as f64) - (m[i] as f64)).exp();
+                        let err = (e[i * k + j] as f64 - exact).abs();
+                        assert!(err <= 2.0 * f32::EPSILON as f64 * exact + 1.2e-38);
+                    }
+                }
             }
         }
     }

@@ -56,6 +56,9 @@ pub trait F32Vec: Copy {
     /// Converts the lanes to f64 and adds them to the accumulator.
     unsafe fn acc_add(acc: Self::F64Acc, v: Self) -> Self::F64Acc;
     unsafe fn acc_sum(acc: Self::F64Acc) -> f64;
+    /// Writes the accumulator's `LANES` f64 values, lane `i` (the sum of lane `i` of every
+    /// added vector) at `out + i`.
+    unsafe fn acc_lanes(acc: Self::F64Acc, out: *mut f64);
 }
 
 /// The portable path: one lane, plain Rust.
@@ -191,6 +194,10 @@ impl F32Vec for Scalar {
     #[inline(always)]
     unsafe fn acc_sum(acc: f64) -> f64 {
         acc
+    }
+    #[inline(always)]
+    unsafe fn acc_lanes(acc: f64, out: *mut f64) {
+        *out = acc
     }
 }
 

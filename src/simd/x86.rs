@@ -27,6 +27,20 @@ macro_rules! entry_points {
         /// # Safety
         /// As for [`row_max`].
         #[target_feature(enable = $features)]
+        pub unsafe fn row_block(
+            x: &[f32],
+            k: usize,
+            m: &mut [f32],
+            rest: &mut [f64],
+            log_s: &mut [f32],
+            store: Option<&mut [f32]>,
+        ) {
+            kernels::row_block::<$V>(x, k, m, rest, log_s, store)
+        }
+
+        /// # Safety
+        /// As for [`row_max`].
+        #[target_feature(enable = $features)]
         pub unsafe fn bce_chunk(
             z: Option<&[f32]>,
             y: &[f32],
@@ -189,6 +203,11 @@ pub mod avx2 {
             (_mm256_add_pd(acc.0, lo), _mm256_add_pd(acc.1, hi))
         }
         #[inline(always)]
+        unsafe fn acc_lanes(acc: Self::F64Acc, out: *mut f64) {
+            _mm256_storeu_pd(out, acc.0);
+            _mm256_storeu_pd(out.add(4), acc.1);
+        }
+        #[inline(always)]
         unsafe fn acc_sum(acc: Self::F64Acc) -> f64 {
             let mut b = [0.0f64; 4];
             _mm256_storeu_pd(b.as_mut_ptr(), _mm256_add_pd(acc.0, acc.1));
@@ -338,6 +357,11 @@ pub mod avx512 {
             let hi_bits = _mm512_extracti64x4_epi64::<1>(_mm512_castps_si512(v.0));
             let hi = _mm512_cvtps_pd(_mm256_castsi256_ps(hi_bits));
             (_mm512_add_pd(acc.0, lo), _mm512_add_pd(acc.1, hi))
+        }
+        #[inline(always)]
+        unsafe fn acc_lanes(acc: Self::F64Acc, out: *mut f64) {
+            _mm512_storeu_pd(out, acc.0);
+            _mm512_storeu_pd(out.add(8), acc.1);
         }
         #[inline(always)]
         unsafe fn acc_sum(acc: Self::F64Acc) -> f64 {
