@@ -95,6 +95,23 @@ pub fn exp_sum<V: F32Vec>(x: &[f32], m: f32, mut store: Option<&mut [f32]>) -> E
         let full = n - n % V::LANES;
         let px = x.as_ptr();
         let mut i = 0;
+        while i + 4 * V::LANES <= full {
+            let e0 = exp_shifted(V::load(px.add(i)), mv, neg_m, lo_bound);
+            let e1 = exp_shifted(V::load(px.add(i + V::LANES)), mv, neg_m, lo_bound);
+            let e2 = exp_shifted(V::load(px.add(i + 2 * V::LANES)), mv, neg_m, lo_bound);
+            let e3 = exp_shifted(V::load(px.add(i + 3 * V::LANES)), mv, neg_m, lo_bound);
+            s0.add(e0, one);
+            s1.add(e1, one);
+            s0.add(e2, one);
+            s1.add(e3, one);
+            if let Some(s) = store.as_deref_mut() {
+                e0.store(s.as_mut_ptr().add(i));
+                e1.store(s.as_mut_ptr().add(i + V::LANES));
+                e2.store(s.as_mut_ptr().add(i + 2 * V::LANES));
+                e3.store(s.as_mut_ptr().add(i + 3 * V::LANES));
+            }
+            i += 4 * V::LANES;
+        }
         while i + 2 * V::LANES <= full {
             let e0 = exp_shifted(V::load(px.add(i)), mv, neg_m, lo_bound);
             let e1 = exp_shifted(V::load(px.add(i + V::LANES)), mv, neg_m, lo_bound);
