@@ -4,6 +4,7 @@
 //! rounded once, at the end, from a value that carries far more precision than it needs.
 
 use crate::rowstats::{exp_sum_scalar, row_max_scalar, ExpSum};
+use half::slice::HalfFloatSliceExt;
 
 /// A logits / gradient element type. The row primitives default to portable f64 code;
 /// float32 overrides them with the SIMD kernels chosen at run time ([`crate::simd`]).
@@ -133,4 +134,47 @@ impl Real for half::f16 {
         half::f16::from_f64(v)
     }
     const ZERO: Self = half::f16::ZERO;
+
+    // Rows are widened to float32 (exactly) and run through the float32 SIMD kernels.
+    fn row_max(x: &[Self]) -> f64 {
+        with_f32_rows(x.len(), |a, _| {
+            x.convert_to_f32_slice(a);
+            f32::row_max(a)
+        })
+    }
+    fn exp_sum(x: &[Self], m: f64, store: Option<&mut [Self]>) -> ExpSum {
+        with_f32_rows(x.len(), |a, b| {
+            x.convert_to_f32_slice(a);
+            match store {
+                Some(s) => {
+                    let es = f32::exp_sum(a, m, Some(b));
+                    s.convert_from_f32_slice(b);
+                    es
+                }
+                None => f32::exp_sum(a, m, None),
+            }
+        })
+    }
+    fn scale(v: &mut [Self], a: f64) {
+        with_f32_rows(v.len(), |w, _| {
+            v.convert_to_f32_slice(w);
+            f32::scale(w, a);
+            v.convert_from_f32_slice(w);
+        })
+    }
+}
+
+/// Runs `f` with two per-thread float32 rows of length `n` (reused across calls).
+fn with_f32_rows<R>(n: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    thread_local! {
+        static ROWS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+    ROWS.with(|rows| {
+        let mut rows = rows.borrow_mut();
+        let (a, b) = &mut *rows;
+        a.resize(n, 0.0);
+        b.resize(n, 0.0);
+        f(a, b)
+    })
 }

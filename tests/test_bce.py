@@ -184,3 +184,12 @@ def test_property_against_reference(data, dtype, shape, eps, reduction):
     pw = data.draw(st.none() | hnp.arrays(np.float64, pw_shape, elements=st.floats(0, 5)))
     fast, slow = both(z, y, pos_weight=pw, label_smoothing=eps, reduction=reduction)
     check(fast, slow, dtype)
+
+
+def test_float16(rng):
+    z = random_logits(rng, (40, 7), np.float16)
+    y = rng.random((40, 7)).astype(np.float16)
+    fast, slow = both(z, y, reduction="none", pos_weight=np.arange(1, 8.0))
+    for a, b in zip(fast, slow):
+        assert a.dtype == np.float16
+        assert_close(a, b, np.float32, rtol=2e-3, scale=4 * np.max(np.abs(slow[2])) + 1e-3)

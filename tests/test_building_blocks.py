@@ -62,3 +62,12 @@ def test_non_contiguous(rng):
     x = rng.standard_normal((10, 16))[:, ::2].T
     assert_close(xr.softmax(x), ref.softmax(x), np.float64)
     assert_close(xr.logsumexp(x), ref.logsumexp(x), np.float64)
+
+
+def test_float16(rng):
+    x = random_logits(rng, (50, 37), np.float16)
+    for fast, slow in ((xr.softmax, ref.softmax), (xr.log_softmax, ref.log_softmax),
+                       (xr.logsumexp, ref.logsumexp)):
+        got = fast(x)
+        assert got.dtype == np.float16
+        assert_close(got, slow(x), np.float32, rtol=2e-3, scale_atol=fast is xr.softmax)

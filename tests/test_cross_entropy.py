@@ -346,3 +346,28 @@ def test_property_against_reference(data, dtype, n, k, kind, eps, reduction):
     w = data.draw(st.none() | hnp.arrays(np.float64, (k,), elements=st.floats(0, 3)))
     fast, slow = both(x, t, weight=w, label_smoothing=eps, reduction=reduction)
     check(fast, slow, dtype)
+
+
+@pytest.mark.parametrize("kind", ["index", "probs"])
+@pytest.mark.parametrize("k", [3, 10, 1000])
+def test_float16_logits(rng, kind, k):
+    """float16 in, float16 out, computed in float32/float64 inside: results are the float64
+    reference of the float16 inputs, rounded once (half precision: 2^-11 relative)."""
+    x = random_logits(rng, (64, k), np.float16)
+    x[0, 1] = -np.inf
+    t = rng.integers(0, k, 64) if kind == "index" else random_probs(rng, (64, k), np.float16)
+    if kind == "index":
+        t[t == 1] = 0
+    else:
+        t[0, 1] = 0
+    fast, slow = both(x, t, reduction="none", label_smoothing=0.0)
+    for a, b in zip(fast, slow):
+        assert a.dtype == np.float16
+        natural = max(np.max(np.abs(slow[1])), np.max(np.abs(slow[2])))
+        assert_close(a, b, np.float32, rtol=2e-3, scale=natural)
+    loss = xr.cross_entropy(x, t)
+    assert loss.dtype == np.float16
+    assert abs(float(loss) / float(ref.cross_entropy(x, t)) - 1) < 2e-3
+    out = x.copy()
+    xr.cross_entropy(out, t, return_grad=True, out=out)
+    np.testing.assert_array_equal(out, xr.cross_entropy(x, t, return_grad=True)[1])
