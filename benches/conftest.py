@@ -15,7 +15,8 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     groups = {}
     for bench in session.benchmarks:
-        impl = bench.name.split("[")[-1].split("-")[0]
+        params = getattr(bench, "params", None) or {}
+        impl = params.get("impl", bench.name)
         groups.setdefault(bench.group, {})[impl] = bench.stats.median
     tr = terminalreporter
     tr.write_sep("=", "ratio of NumPy's median time to each implementation's (higher = faster)")

@@ -110,7 +110,22 @@ pub fn row_max_f32(x: &[f32]) -> f32 {
 /// `Σ exp(x_j − m)` of a float32 row split as in [`crate::rowstats::ExpSum`], writing each
 /// exponential to `store` when given.
 pub fn exp_sum_f32(x: &[f32], m: f32, store: Option<&mut [f32]>) -> ExpSumF32 {
-    dispatch!(active(), exp_sum(x, m, store))
+    let es = dispatch!(active(), exp_sum(x, m, store));
+    refine_tiny_rest(x, m, es)
+}
+
+/// Below this `S − 1`, terms that the float32 kernels flush (each below 2^-126) could
+/// matter at 1e-7 relative: such rows (extremely confident ones) are summed again in f64.
+const TINY_REST: f64 = 1e-25;
+
+/// `es`, or for a row whose `S − 1` is tiny, the exact f64 sum (the stored float32
+/// exponentials stay as they are: they only feed gradients).
+fn refine_tiny_rest(x: &[f32], m: f32, es: ExpSumF32) -> ExpSumF32 {
+    if es.rest < TINY_REST {
+        crate::rowstats::exp_sum_scalar(x, m as f64, None)
+    } else {
+        es
+    }
 }
 
 /// `v[j] *= a`.
@@ -141,13 +156,19 @@ pub fn row_block_stats_f32(
         row_block(x, k, &mut m, &mut rest, &mut log_s, store)
     );
     for (i, st) in stats.iter_mut().enumerate() {
+        let es = crate::rowstats::ExpSum {
+            total: 1.0 + rest[i],
+            rest: rest[i],
+        };
+        let refined = refine_tiny_rest(&x[i * k..(i + 1) * k], m[i], es);
         *st = crate::cce::RowStats {
             m: m[i] as f64,
-            es: crate::rowstats::ExpSum {
-                total: 1.0 + rest[i],
-                rest: rest[i],
+            es: refined,
+            log_s: if refined.rest == es.rest {
+                log_s[i] as f64
+            } else {
+                refined.log_sum()
             },
-            log_s: log_s[i] as f64,
         };
     }
 }
