@@ -8,7 +8,7 @@ use numpy::{
     Element, PyArrayDyn, PyReadonlyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn,
     PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::bce::{self, Bcast, BceOutputs, BceSpec};
@@ -17,6 +17,18 @@ use crate::cce::{self, CceOutputs, CceSpec, Logits, Targets};
 use crate::parallel;
 use crate::real::Real;
 use crate::softmax::{self, RowFn};
+
+/// Runs a kernel with the interpreter released. Inputs are checked before any kernel runs,
+/// so a panic would be a bug in xent_rs; it becomes a `RuntimeError` here rather than a
+/// `PanicException` (which derives from `BaseException` and escapes `except Exception`).
+fn run_detached<R: Send>(py: Python<'_>, f: impl FnOnce() -> R + Send) -> PyResult<R> {
+    py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
+        .map_err(|_| {
+            PyRuntimeError::new_err(
+                "xent_rs internal error (a Rust panic); please report it with the inputs",
+            )
+        })
+}
 
 fn contiguous<'a, T: Element>(a: &'a PyReadonlyArrayDyn<'_, T>, what: &str) -> PyResult<&'a [T]> {
     a.as_slice()
@@ -95,7 +107,7 @@ fn cce_check_labels(
         .map(|w| w.as_slice())
         .transpose()
         .map_err(|_| PyValueError::new_err("weight: must be contiguous"))?;
-    py.detach(|| cce::check_labels(t, k, ignore_index, w))
+    run_detached(py, || cce::check_labels(t, k, ignore_index, w))?
         .map_err(|b| {
             PyValueError::new_err(format!(
                 "target: class index {} (at flat position {}) is out of range: must be in [0, {k}) or equal to ignore_index={ignore_index}",
@@ -190,7 +202,7 @@ fn cce_typed<T: Real + Element>(
         Some(x) => Logits::Separate(x),
         None => Logits::InGrad,
     };
-    Ok(py.detach(|| cce::cce_batch(logits, targets, &spec, n, out)))
+    run_detached(py, || cce::cce_batch(logits, targets, &spec, n, out))
 }
 
 /// Fused categorical cross-entropy over `(N, K)` logits; returns the sum of row losses.
@@ -313,7 +325,7 @@ fn bce_typed<T: Real + Element>(
         )));
     }
     let z = x;
-    Ok(py.detach(|| bce::bce_batch(z, y, &spec, last, out)))
+    run_detached(py, || bce::bce_batch(z, y, &spec, last, out))
 }
 
 /// Elementwise sigmoid BCE over flattened logits; returns the sum of element losses.
@@ -372,14 +384,14 @@ fn rowwise_typed<T: Real + Element>(
             if o.len() != n * k || x.is_some_and(|x| x.len() != n * k) {
                 return Err(PyValueError::new_err("out: must have the shape of logits"));
             }
-            py.detach(|| softmax::softmax_batch(x, o, k, f));
+            run_detached(py, || softmax::softmax_batch(x, o, k, f))?;
         }
         None => {
             let x = x.ok_or_else(|| PyValueError::new_err("logsumexp cannot run in place"))?;
             if o.len() != n || (k > 0 && x.len() != n * k) {
                 return Err(PyValueError::new_err("out: must have one element per row"));
             }
-            py.detach(|| softmax::logsumexp_batch(x, o, k));
+            run_detached(py, || softmax::logsumexp_batch(x, o, k))?;
         }
     }
     Ok(())
@@ -437,8 +449,7 @@ fn top_label_typed<T: Real + Element>(
             "logits: shape does not match the outputs",
         ));
     }
-    py.detach(|| calib::top_label_batch(x, k, c, a));
-    Ok(())
+    run_detached(py, || calib::top_label_batch(x, k, c, a))
 }
 
 /// Top-label softmax confidence (float64) and first argmax (int64) of each row, in one pass.
@@ -477,7 +488,7 @@ fn temperature_typed<T: Real + Element>(
             b.value
         )));
     }
-    let s = py.detach(|| calib::temperature_batch(x, k, labels, beta, weight));
+    let s = run_detached(py, || calib::temperature_batch(x, k, labels, beta, weight))?;
     Ok((s.loss, s.dloss_dbeta, s.weight))
 }
 

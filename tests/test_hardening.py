@@ -302,8 +302,10 @@ def test_fork_children_neither_deadlock_nor_crash(tmp_path):
 # ------------------------------------------------------ determinism across thread counts --
 
 def test_calibration_results_bit_identical_for_any_thread_count():
-    x = RNG.standard_normal((20_000, 40)).astype(np.float32) * 3
-    t = RNG.integers(0, 40, 20_000)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((20_000, 40)).astype(np.float32) * 3
+    t = rng.integers(0, 40, 20_000)
+    t[:10_000] = x[:10_000].argmax(axis=1)  # an over-confident model: a finite T exists
     before = xr.get_num_threads()
     results = []
     try:
