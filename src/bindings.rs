@@ -107,6 +107,9 @@ fn cce_check_labels(
         .map(|w| w.as_slice())
         .transpose()
         .map_err(|_| PyValueError::new_err("weight: must be contiguous"))?;
+    if w.is_some_and(|w| w.len() != k) {
+        return Err(PyValueError::new_err("weight: must have shape (K,)"));
+    }
     run_detached(py, || cce::check_labels(t, k, ignore_index, w))?
         .map_err(|b| {
             PyValueError::new_err(format!(
@@ -196,6 +199,16 @@ fn cce_typed<T: Real + Element>(
     if let Some(w) = spec.weight {
         if w.len() != k {
             return Err(PyValueError::new_err("weight: must have shape (K,)"));
+        }
+    }
+    if let Targets::Index { labels, .. } = targets {
+        // The kernel indexes rows with the labels: check them here as well, so that no call
+        // (even one that skips the Python layer) can read out of bounds.
+        if let Err(b) = cce::check_labels(labels, k, ignore_index, None) {
+            return Err(PyValueError::new_err(format!(
+                "target: class index {} is out of range [0, {k})",
+                b.value
+            )));
         }
     }
     let logits = match x {
@@ -309,7 +322,7 @@ fn bce_typed<T: Real + Element>(
     for (b, what) in [(spec.weight, "weight"), (spec.pos_weight, "pos_weight")] {
         let ok = match b {
             Bcast::One => true,
-            Bcast::Last(v) => v.len() == last,
+            Bcast::Last(v) => last >= 1 && v.len() == last,
             Bcast::Full(v) => v.len() == n,
         };
         if !ok {
@@ -419,8 +432,8 @@ fn rowwise(
 
 #[pyfunction]
 fn set_num_threads(n: usize) -> PyResult<()> {
-    if n == 0 {
-        return Err(PyValueError::new_err("n: must be a positive integer"));
+    if n == 0 || n > 1024 {
+        return Err(PyValueError::new_err("n: must be an integer in [1, 1024]"));
     }
     parallel::set_num_threads(n);
     Ok(())

@@ -41,7 +41,7 @@ pub fn default_threads() -> usize {
     std::env::var("XENT_RS_NUM_THREADS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
+        .filter(|&n| (1..=1024).contains(&n))
         .unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())

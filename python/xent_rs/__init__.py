@@ -35,6 +35,9 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+#: The most threads :func:`set_num_threads` accepts (each is an operating-system thread).
+MAX_THREADS = 1024
+
 
 def _pack(loss, grad, hess, lse):
     out = [loss] + [a for a in (grad, hess, lse) if a is not None]
@@ -270,8 +273,8 @@ def logsumexp(logits):
 def set_num_threads(n):
     """Set the number of threads xent_rs uses (results do not depend on it)."""
     n = _v.integer(n, "n")
-    if n < 1:
-        raise ValueError(f"n: must be a positive integer, got {n}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"n: must be an integer in [1, {MAX_THREADS}], got {n}")
     _core.set_num_threads(n)
 
 

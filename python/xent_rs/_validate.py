@@ -17,10 +17,8 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 def _as_array(value, name):
-    if isinstance(value, np.ndarray):
-        return value
     try:
-        arr = np.asarray(value)
+        arr = np.asarray(value)  # subclasses (np.matrix, memmap) become plain arrays
     except (ValueError, TypeError) as exc:
         raise TypeError(f"{name}: cannot be converted to a NumPy array ({exc})") from None
     return arr
@@ -94,7 +92,9 @@ def nonneg_weights(value, name):
     arr = _as_array(value, name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: must be a real-valued array, got dtype {arr.dtype}")
-    arr = np.asarray(arr, dtype=np.float64, order="C")  # keeps 0-d arrays 0-d
+    # Native-endian, aligned, C-contiguous float64 (a misaligned or byte-swapped view is
+    # copied: the kernels read it as a &[f64]); keeps 0-d arrays 0-d.
+    arr = np.require(np.asarray(arr), dtype=np.float64, requirements=["C", "A"])
     if arr.size and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}: must be finite (found NaN or inf)")
     if arr.size and np.any(arr < 0):
@@ -120,7 +120,8 @@ def index_target(arr, batch_shape):
     if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size:
         if arr.max() > np.iinfo(np.int64).max:
             raise ValueError(f"target: class index {int(arr.max())} is out of range")
-    return np.ascontiguousarray(arr, dtype=np.int64).reshape(-1)
+    # Aligned too: a misaligned int64 view (e.g. at byte offset 1 of a buffer) is copied.
+    return np.require(np.asarray(arr), dtype=np.int64, requirements=["C", "A"]).reshape(-1)
 
 
 def cce_target(value, logits):

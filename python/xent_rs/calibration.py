@@ -99,10 +99,8 @@ def _kind_name(dtype):
 def _as_array(value, name):
     if value is None:
         raise TypeError(f"{name}: expected an array, got None")
-    if isinstance(value, np.ndarray):
-        return value
     try:
-        return np.asarray(value)
+        return np.asarray(value)  # subclasses (np.matrix, memmap) become plain arrays
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name}: cannot be converted to a NumPy array ({exc})") from None
 
