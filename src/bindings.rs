@@ -495,10 +495,9 @@ fn temperature_typed<T: Real + Element>(
     if weight.is_some_and(|w| w.len() != k) {
         return Err(PyValueError::new_err("weight: must have shape (K,)"));
     }
-    if let Err(b) = cce::check_labels(labels, k, i64::MIN, None) {
+    if let Some(&bad) = labels.iter().find(|&&t| t < 0 || t as u64 >= k as u64) {
         return Err(PyValueError::new_err(format!(
-            "labels: {} is out of range",
-            b.value
+            "labels: {bad} is out of range [0, {k})"
         )));
     }
     let s = run_detached(py, || calib::temperature_batch(x, k, labels, beta, weight))?;

@@ -136,7 +136,14 @@ def cce_target(value, logits):
         if arr.shape != logits.shape:
             raise ValueError(f"target: class probabilities must have the shape of logits "
                              f"{logits.shape}, got {arr.shape}")
-        return "probs", _native(arr.astype(logits.dtype, copy=False))
+        probs = _native(arr.astype(logits.dtype, copy=False))
+        # ±inf is no probability (NaN is scored like the reference: a NaN row). One cheap
+        # reduction first; the elementwise look only when it is not finite.
+        with np.errstate(all="ignore"):
+            total = np.sum(probs, dtype=np.float64)
+        if not np.isfinite(total) and np.isinf(probs).any():
+            raise ValueError("target: class probabilities must not be infinite")
+        return "probs", probs
     raise TypeError(f"target: must be integer class indices or float class probabilities, "
                     f"got dtype {arr.dtype}")
 

@@ -121,11 +121,15 @@ def _check_choice(name, value, choices):
     return value
 
 
+#: The most bins any binned metric accepts (its statistics are a few arrays of that length).
+MAX_BINS = 10**7
+
+
 def _check_n_bins(n_bins):
     if isinstance(n_bins, (bool, np.bool_)) or not isinstance(n_bins, numbers.Integral):
         raise TypeError(f"n_bins: must be a positive integer, got {type(n_bins).__name__}")
-    if n_bins < 1:
-        raise ValueError(f"n_bins: must be a positive integer, got {n_bins}")
+    if not 1 <= n_bins <= MAX_BINS:
+        raise ValueError(f"n_bins: must be an integer in [1, {MAX_BINS}], got {n_bins}")
     return int(n_bins)
 
 
@@ -273,7 +277,7 @@ def _top_label_from_logits(logits, labels):
     n, k = logits.shape
     confidence = np.empty(n, dtype=np.float64)
     top = np.empty(n, dtype=np.int64)
-    _core.top_label(np.ascontiguousarray(logits), k, confidence, top)
+    _core.top_label(np.require(logits, requirements=["C", "A"]), k, confidence, top)
     return confidence, top == labels
 
 
@@ -301,10 +305,11 @@ def _temperature_objective(logits, labels, beta, weight):
     (mean_loss, d_mean_loss_d_beta) : tuple of float
     """
     n, k = logits.shape
-    w = None if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    w = (None if weight is None
+         else np.require(weight, dtype=np.float64, requirements=["C", "A"]))
     loss_sum, grad_sum, weight_sum = _core.temperature_objective(
-        np.ascontiguousarray(logits), k, np.ascontiguousarray(labels, dtype=np.int64),
-        float(beta), w)
+        np.require(logits, requirements=["C", "A"]), k,
+        np.require(labels, dtype=np.int64, requirements=["C", "A"]), float(beta), w)
     return float(loss_sum / weight_sum), float(grad_sum / weight_sum)
 
 
@@ -1007,6 +1012,14 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *,
     2.0
     """
     z, labels, weight = _temperature_inputs(logits, labels, weight)
+    scale = float(np.max(np.abs(z[np.isfinite(z)]), initial=0.0))
+    if scale > 0.0 and not 1e-100 <= scale <= 1e100:
+        # T scales with the logits: search on z / scale, where 1/T stays in range.
+        t = fit_temperature(z / scale, labels, weight=weight) * scale
+        if not np.finfo(np.float64).tiny <= t < np.inf:
+            raise ValueError("logits: the fitted temperature is outside the float64 range "
+                             f"(logits of magnitude {scale:g})")
+        return float(t)
     n = z.shape[0]
     rows = np.arange(n)
     if weight is not None:
@@ -1111,12 +1124,14 @@ def energy_score(logits: ArrayLike, *, temperature: float = 1.0) -> np.ndarray:
     flat = arr.reshape(-1, k)
     out = np.empty(flat.shape[0], dtype=arr.dtype)
     for rows in _row_chunks(flat.shape[0], k):
-        z = flat[rows].astype(np.float64) / temperature
+        # −T·lse(z/T) = −(m + T·log Σ exp((z − m)/T)), m = max z: the shift comes before
+        # the division, so z/T may overflow (tiny T, huge logits) without the result doing so.
+        z = flat[rows].astype(np.float64)
         m = z.max(axis=1)
         finite_m = np.where(np.isfinite(m), m, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lse = finite_m + np.log(np.exp(z - finite_m[:, None]).sum(axis=1))
-        out[rows] = -temperature * lse
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            s = np.exp((z - finite_m[:, None]) / temperature).sum(axis=1)
+            out[rows] = -(finite_m + temperature * np.log(s))
     return out.reshape(arr.shape[:-1])
 
 
@@ -1453,6 +1468,9 @@ def loss_breakdown(logits: ArrayLike, labels: ArrayLike, *,
     z, labels, _ = _temperature_inputs(logits, labels, None)
     k = z.shape[1]
     loss, correct = _ce_rows(z, labels)
+    if np.isnan(loss).any():
+        raise ValueError("logits: a row's loss is undefined (a +inf logit, or a binary logit "
+                         "of ±inf); pass finite logits")
     if np.isinf(loss).any():
         raise ValueError("labels: a row's labelled class has logit -inf (infinite loss)")
     count = np.bincount(labels, minlength=k)
