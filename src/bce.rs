@@ -19,6 +19,8 @@ use crate::simd::BceConsts;
 pub enum Bcast<'a> {
     /// Absent: 1.
     One,
+    /// The same value for every element.
+    Const(f64),
     /// Repeats along the last axis: element `i` uses `v[i % v.len()]`.
     Last(&'a [f64]),
     /// One value per element.
@@ -81,6 +83,7 @@ pub fn bce_elem(z: f64, y: f64, w: f64, pw: f64, eps: f64) -> (f64, f64, f64) {
 fn at(b: Bcast<'_>, i: usize, col: usize) -> f64 {
     match b {
         Bcast::One => 1.0,
+        Bcast::Const(c) => c,
         Bcast::Last(v) => v[col],
         Bcast::Full(v) => v[i],
     }
@@ -121,6 +124,7 @@ pub fn bce_batch<T: Real>(
     let last = last.max(1);
     let constant = |b: Bcast<'_>| match b {
         Bcast::One => Some(1.0),
+        Bcast::Const(c) => Some(c),
         Bcast::Last(v) | Bcast::Full(v) if v.len() == 1 => Some(v[0]),
         _ => None,
     };

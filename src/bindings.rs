@@ -270,7 +270,11 @@ fn bcast<'a>(
             let s = a
                 .as_slice()
                 .map_err(|_| PyValueError::new_err(format!("{what}: must be contiguous")))?;
-            Ok(if full { Bcast::Full(s) } else { Bcast::Last(s) })
+            Ok(match (full, s) {
+                (false, [c]) => Bcast::Const(*c),
+                (true, _) => Bcast::Full(s),
+                (false, _) => Bcast::Last(s),
+            })
         }
     }
 }
@@ -321,7 +325,7 @@ fn bce_typed<T: Real + Element>(
     }
     for (b, what) in [(spec.weight, "weight"), (spec.pos_weight, "pos_weight")] {
         let ok = match b {
-            Bcast::One => true,
+            Bcast::One | Bcast::Const(_) => true,
             Bcast::Last(v) => last >= 1 && v.len() == last,
             Bcast::Full(v) => v.len() == n,
         };

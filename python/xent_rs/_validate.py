@@ -173,6 +173,8 @@ def broadcast_factor(value, name, shape):
                          f"{shape}") from None
     if b.size == 0:
         return None, False  # nothing to weigh
+    if arr.size == 1:
+        return arr.reshape(1), False  # one value for every element: no logits-sized copy
     if len(shape) >= 1 and all(s == 0 for s in b.strides[:-1]):
         return np.ascontiguousarray(b[(0,) * (len(shape) - 1)]), False
     return np.ascontiguousarray(b).reshape(-1), True
