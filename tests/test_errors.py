@@ -7,15 +7,10 @@ import numpy as np
 import pytest
 
 import xent_rs as xr
+from conftest import raises
 
 X = np.zeros((4, 3), dtype=np.float32)
 T = np.array([0, 1, 2, 0])
-
-
-def raises(exc, name, fn, *args, **kw):
-    with pytest.raises(exc) as info:
-        fn(*args, **kw)
-    assert str(info.value).startswith(name), str(info.value)
 
 
 @pytest.mark.parametrize("bad", [np.zeros((4, 3), dtype=np.int64), np.zeros((4, 3), bool),

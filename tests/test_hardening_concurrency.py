@@ -3,7 +3,8 @@ instruction-set path.
 
 * Many Python threads calling every function at once on shared inputs (while yet another
   thread keeps changing the thread count) get results bit-identical to serial calls.
-* Long calls release the interpreter lock: another Python thread makes progress meanwhile.
+* Long calls release the interpreter lock: another Python thread runs while the worker is
+  inside the core call (observed without a clock: forced lock switches are off).
 * ``multiprocessing`` children started with ``fork`` after the parent has used (and is even
   using) the thread pool neither deadlock nor crash, and compute the parent's numbers; every
   such check runs in a subprocess with a timeout, so that a deadlock fails instead of hanging.
@@ -19,11 +20,11 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import sys
 import textwrap
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -32,40 +33,10 @@ import xent_rs as xr
 from xent_rs import _core
 from xent_rs import calibration as cal
 from xent_rs import reference as ref
-from conftest import assert_close
+from conftest import (assert_close, assert_releases_the_interpreter_lock,
+                      core_call_seen_from_another_thread, run_script)
 
 RNG = np.random.default_rng(77)
-
-
-def subprocess_env(**extra):
-    """The environment for a child Python that imports this very xent_rs."""
-    env = dict(os.environ, **extra)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(xr.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    return env
-
-
-def run_script(code, timeout, **env):
-    """Runs ``code`` in a fresh interpreter in its own process group; on timeout the whole
-    group (pool workers included) is killed and the test fails."""
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env=subprocess_env(**env))
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        out, err = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s (deadlock?)\n{out[-2000:]}\n{err[-2000:]}")
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-4000:]}"
-    return out
-
-
-@pytest.fixture
-def restore_threads():
-    before = xr.get_num_threads()
-    yield
-    xr.set_num_threads(before)
 
 
 def as_bytes(res):
@@ -243,100 +214,138 @@ def test_shared_output_buffers_are_refused_while_in_use():
 
 
 # ----------------------------------------------------------- (b) the interpreter lock --
+# Clock-free: conftest.assert_releases_the_interpreter_lock runs the call on a worker thread
+# with forced lock switches off and checks that the main thread ran while the worker was
+# inside the long core call, growing the problem until it has (at most 64M elements).
 
-def _spin_rate(seconds=0.2):
-    counter = [0]
-    stop = threading.Event()
-
-    def spin():
-        while not stop.is_set():
-            counter[0] += 1
-
-    th = threading.Thread(target=spin)
-    th.start()
-    time.sleep(seconds)
-    stop.set()
-    th.join()
-    return counter[0] / seconds
-
-
-def _progress_during(call):
-    """(result, seconds the call took, increments another Python thread made meanwhile)."""
-    counter = [0]
-    stop = threading.Event()
-    started = threading.Event()
-
-    def spin():
-        started.set()
-        while not stop.is_set():
-            counter[0] += 1
-
-    th = threading.Thread(target=spin)
-    th.start()
-    started.wait()
-    time.sleep(0.02)
-    try:
-        before = counter[0]
-        t0 = time.perf_counter()
-        res = call()
-        elapsed = time.perf_counter() - t0
-        during = counter[0] - before
-    finally:
-        stop.set()
-        th.join()
-    return res, elapsed, during
+LOCK_SIZES = (1, 4, 16, 64)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_long_cross_entropy_releases_the_interpreter_lock(threads, restore_threads):
-    """A (4000, 50000) float64 cross-entropy with gradient (1.6 GB in, 1.6 GB out) takes a
-    second or more; a Python thread spinning meanwhile must keep a good share of its
-    solo rate. With the lock held it could only run for one switch interval (5 ms)."""
+    """Every row the same, so the losses and gradient have a closed form."""
     xr.set_num_threads(threads)
-    n, k = 4000, 50_000
+    k = 1000
     row = RNG.standard_normal(k) * 3
-    x = np.empty((n, k))
-    x[...] = row                                        # every row the same: a closed form
-    t = (np.arange(n) * 7919) % k
-    rate = _spin_rate()
-    (losses, grad), elapsed, during = _progress_during(
-        lambda: xr.cross_entropy(x, t, reduction="none", return_grad=True))
     m = row.max()
     lse = m + math.log(np.exp(row - m).sum())
-    np.testing.assert_allclose(losses, lse - row[t], rtol=1e-12)
     p = np.exp(row - lse)
-    np.testing.assert_allclose(grad[17], p - (np.arange(k) == t[17]), rtol=1e-10, atol=1e-15)
-    del x, grad
-    switch = sys.getswitchinterval()
-    assert elapsed > 20 * switch, elapsed
-    # Holding the lock, the spinner could make at most about rate·switch increments.
-    assert during > max(50 * rate * switch, 0.02 * rate * elapsed), (during, rate, elapsed)
+
+    def make_call(size):
+        n = size * 1000
+        x = np.empty((n, k))
+        x[...] = row
+        t = (np.arange(n) * 7919) % k
+
+        def check(res):
+            losses, grad = res
+            np.testing.assert_allclose(losses, lse - row[t], rtol=1e-12)
+            for i in (0, 17, n - 1):
+                np.testing.assert_allclose(grad[i], p - (np.arange(k) == t[i]), rtol=1e-10,
+                                           atol=1e-15)
+        return lambda: xr.cross_entropy(x, t, reduction="none", return_grad=True), check
+
+    assert_releases_the_interpreter_lock(make_call, "cce_forward_backward", LOCK_SIZES)
 
 
-@pytest.mark.parametrize("fn", ["bce", "softmax", "logsumexp", "fit_temperature"])
+def _softplus(z):
+    return np.logaddexp(0.0, z)
+
+
+def _bce_call(size):
+    z = np.linspace(-5, 5, size * 1_000_000)
+    y = (z > 0).astype(np.float64)
+
+    def check(res):
+        loss, grad = res
+        want = np.mean(np.where(y > 0, _softplus(-z), _softplus(z)))
+        assert float(loss) == pytest.approx(want, rel=1e-12)
+        for i in (0, z.size // 3, z.size - 1):
+            sig = 1 / (1 + math.exp(-z[i]))
+            assert grad[i] == pytest.approx((sig - y[i]) / z.size, rel=1e-12)
+    return lambda: xr.binary_cross_entropy_with_logits(z, y, return_grad=True), check
+
+
+def _rowwise_call(fn):
+    def make_call(size):
+        k = 1000
+        row = np.linspace(-3, 3, k, dtype=np.float32)
+        x = np.empty((size * 1000, k), np.float32)
+        x[...] = row
+        lse = math.log(np.exp(row.astype(np.float64)).sum())
+        if fn == "logsumexp":
+            def check(res):
+                np.testing.assert_allclose(res, lse, rtol=1e-6)
+            return lambda: xr.logsumexp(x), check
+        want = row - lse if fn == "log_softmax" else np.exp(row - lse)
+
+        def check(res):
+            for i in (0, x.shape[0] // 2, x.shape[0] - 1):
+                np.testing.assert_allclose(res[i], want, rtol=1e-5, atol=1e-7)
+        return lambda: getattr(xr, fn)(x), check
+    return make_call
+
+
+def _fit_temperature_call(size):
+    """Identical rows, a third labelled 17 and the rest the top class 99: the objective is
+    that of three rows, so the reference on those three gives the temperature."""
+    n = size * 10_002
+    row = np.linspace(-3, 3, 100, dtype=np.float32)
+    x = np.empty((n, 100), np.float32)
+    x[...] = row
+    lab = np.where(np.arange(n) % 3 == 0, 17, 99)
+    want = ref.fit_temperature(np.tile(row, (3, 1)), np.array([17, 99, 99]))
+
+    def check(res):
+        assert res == pytest.approx(want, rel=1e-5)
+    return lambda: cal.fit_temperature(x, lab), check
+
+
+def _calibration_error_call(size):
+    """Identical rows: one confidence for all, a third of them right: ECE = |acc − conf|."""
+    n = size * 10_002
+    row = np.linspace(-3, 3, 100, dtype=np.float32)
+    x = np.empty((n, 100), np.float32)
+    x[...] = row
+    lab = np.where(np.arange(n) % 3 == 0, 99, 0)
+    conf = 1 / np.exp(row.astype(np.float64) - 3.0).sum()
+
+    def check(res):
+        assert res == pytest.approx(abs(1 / 3 - conf), rel=1e-6)
+    return lambda: cal.calibration_error(x, lab, from_logits=True), check
+
+
+OTHER_LONG_CALLS = {
+    "bce": (_bce_call, "bce_forward_backward"),
+    "softmax": (_rowwise_call("softmax"), "rowwise"),
+    "log_softmax": (_rowwise_call("log_softmax"), "rowwise"),
+    "logsumexp": (_rowwise_call("logsumexp"), "rowwise"),
+    "fit_temperature": (_fit_temperature_call, "temperature_objective"),
+    "calibration_error": (_calibration_error_call, "top_label"),
+}
+
+
+@pytest.mark.parametrize("fn", list(OTHER_LONG_CALLS))
 def test_other_long_calls_release_the_interpreter_lock(fn, restore_threads):
     xr.set_num_threads(1)
-    if fn == "bce":
-        z = np.linspace(-5, 5, 60_000_000)
-        y = (z > 0).astype(np.float64)
-        call = lambda: xr.binary_cross_entropy_with_logits(z, y, return_grad=True)  # noqa
-    elif fn in ("softmax", "logsumexp"):
-        rows = 3000 if fn == "softmax" else 8000
-        x = np.empty((rows, 30_000), np.float32)
-        x[...] = np.linspace(-3, 3, 30_000, dtype=np.float32)
-        call = (lambda: xr.softmax(x)) if fn == "softmax" else (lambda: xr.logsumexp(x))
-    else:
-        x = np.empty((200_000, 100), np.float32)
-        x[...] = np.linspace(-3, 3, 100, dtype=np.float32)
-        lab = np.where(np.arange(200_000) % 3 == 0, 17, 99)  # mostly the top class
-        call = lambda: cal.fit_temperature(x, lab)  # noqa: E731
-    rate = _spin_rate()
-    res, elapsed, during = _progress_during(call)
-    assert res is not None
-    switch = sys.getswitchinterval()
-    assert elapsed > 20 * switch, elapsed
-    # Holding the lock, the spinner could make at most about rate·switch increments.
-    assert during > max(10 * rate * switch, 0.02 * rate * elapsed), (during, rate, elapsed)
+    make_call, core_name = OTHER_LONG_CALLS[fn]
+    assert_releases_the_interpreter_lock(make_call, core_name, LOCK_SIZES)
+
+
+def test_the_lock_probe_tells_a_call_that_keeps_the_lock_from_one_that_releases_it():
+    """The probe can fail: a C function that keeps the lock throughout (the builtin ``sum``
+    over a range) is never caught from the other thread, one that lets it go
+    (``time.sleep``) is."""
+    fake = types.ModuleType("fake_core")
+    fake.keeps = sum
+    fake.releases = time.sleep
+    n = 20_000_000
+    result, seen = core_call_seen_from_another_thread(lambda: fake.keeps(range(n)), "keeps",
+                                                      fake)
+    assert result == n * (n - 1) // 2 and not seen
+    result, seen = core_call_seen_from_another_thread(lambda: fake.releases(0.05),
+                                                      "releases", fake)
+    assert result is None and seen
 
 
 # ------------------------------------------------------------------------- (c) fork --

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -30,6 +27,7 @@ import pytest
 
 import xent_rs as xr
 from xent_rs import calibration as cal
+from conftest import run_script
 
 pytestmark = pytest.mark.slow
 
@@ -109,13 +107,7 @@ def test_bce_scalar_factors_beyond_two_to_the_31(free_memory):
     """A scalar ``weight`` and ``pos_weight`` with label smoothing on 2**31 + 1 float32
     logits: every element's loss changes, and no logits-sized temporary may be made (it
     would be 17 GB of float64 here). Runs in a subprocess with an address-space limit."""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(xr.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, "-c", SCALAR_FACTORS], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip() == "ok"
+    assert run_script(SCALAR_FACTORS, timeout=900).strip() == "ok"
 
 
 def test_bce_per_column_factors_beyond_two_to_the_31(free_memory):
@@ -261,6 +253,25 @@ def test_calibration_error_beyond_two_to_the_31(free_memory):
     want = abs(correct.mean() - conf.mean())
     got = cal.calibration_error(x, t, from_logits=True)
     assert got == pytest.approx(want, rel=1e-9)
+    del x
+
+
+def test_cross_entropy_beyond_two_to_the_31_float16(free_memory):
+    """(40000, 60000) float16 logits (4.8 GB of read-only zero pages), loss only: per-row
+    losses stay float16, the mean is one rounding of the exact value."""
+    x = np.zeros((N, K), dtype=np.float16)
+    t = (np.arange(N) * 7) % K
+    special = _special_rows(x, t)
+    log_k = math.log(K)
+    losses = xr.cross_entropy(x, t, reduction="none")
+    assert losses.shape == (N,) and losses.dtype == np.float16
+    rest = np.ones(N, bool)
+    rest[list(special)] = False
+    np.testing.assert_array_equal(losses[rest], np.float16(log_k))
+    for r, (loss_r, _, _) in special.items():
+        assert float(losses[r]) == pytest.approx(loss_r, rel=1e-3)
+    want_mean = ((N - len(special)) * log_k + sum(v[0] for v in special.values())) / N
+    assert float(xr.cross_entropy(x, t)) == pytest.approx(want_mean, rel=1e-3)
     del x
 
 

@@ -12,13 +12,6 @@ import pytest
 import xent_rs as xr
 
 
-@pytest.fixture
-def restore_threads():
-    before = xr.get_num_threads()
-    yield
-    xr.set_num_threads(before)
-
-
 def test_set_and_get(restore_threads):
     xr.set_num_threads(3)
     assert xr.get_num_threads() == 3
