@@ -386,8 +386,8 @@ FORK_SCRIPT = textwrap.dedent(r"""
         q = ctx.Queue()
         p = ctx.Process(target=grandchild, args=(seed, q))
         p.start()
-        h = q.get(timeout=40)
-        p.join(40)
+        h = q.get(timeout=300)
+        p.join(300)
         out.put((own, h))
 
     if __name__ == "__main__":
@@ -423,8 +423,8 @@ FORK_SCRIPT = textwrap.dedent(r"""
             q = ctx.Queue()
             p = ctx.Process(target=nested, args=(seed, q))
             p.start()
-            assert q.get(timeout=60) == (want[seed], want[seed])
-            p.join(60)
+            assert q.get(timeout=300) == (want[seed], want[seed])
+            p.join(300)
             assert p.exitcode == 0
         print("nested fork: ok", flush=True)
 
@@ -448,7 +448,7 @@ FORK_SCRIPT = textwrap.dedent(r"""
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
 def test_fork_children_compute_the_parents_numbers():
-    out = run_script(FORK_SCRIPT, timeout=120)
+    out = run_script(FORK_SCRIPT, timeout=600)  # about 17 s idle on 2 cores
     for line in ("fork after use: ok", "fork during a call: ok", "nested fork: ok",
                  "os.fork: ok"):
         assert line in out, out
