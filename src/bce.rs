@@ -10,9 +10,10 @@
 //! is skipped, so an infinite logit on the side the target agrees with costs exactly zero,
 //! and a zero weight contributes exactly zero.
 
+use crate::error::{check_len, Error};
 use crate::parallel::{map_jobs, ordered_sum, split_opt, CHUNK_ELEMS};
 use crate::real::Real;
-use crate::simd::BceConsts;
+use crate::simd::{dispatch, exp_nonpositive, log1p_nonnegative, F32Vec, SimdOp, FLUSH};
 
 /// A factor broadcast over the flattened logits.
 #[derive(Clone, Copy)]
@@ -37,12 +38,27 @@ pub struct BceSpec<'a> {
     pub scale: f64,
 }
 
-/// The first target that is not in `[0, 1]` (NaN included).
-pub fn check_targets<T: Real>(y: &[T]) -> Option<usize> {
-    y.iter().position(|&v| {
-        let v = v.to_f64();
-        !(0.0..=1.0).contains(&v)
-    })
+/// Every target in `[0, 1]` (NaN is not).
+pub fn check_targets<T: Real>(y: &[T]) -> Result<(), Error> {
+    match y.iter().position(|&v| !(0.0..=1.0).contains(&v.to_f64())) {
+        Some(position) => Err(Error::Target {
+            position,
+            value: y[position].to_f64(),
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Bcast<'_> {
+    /// Checks that the factor broadcasts over `n` elements whose last axis has `last`.
+    fn check(&self, n: usize, last: usize, arg: &'static str) -> Result<(), Error> {
+        match *self {
+            Bcast::One | Bcast::Const(_) => Ok(()),
+            Bcast::Last(v) if last == 0 => check_len(Some(v), 1, arg),
+            Bcast::Last(v) => check_len(Some(v), last, arg),
+            Bcast::Full(v) => check_len(Some(v), n, arg),
+        }
+    }
 }
 
 /// Loss, gradient and Hessian of one element.
@@ -79,6 +95,126 @@ pub fn bce_elem(z: f64, y: f64, w: f64, pw: f64, eps: f64) -> (f64, f64, f64) {
     (w * loss, w * grad, w * hess)
 }
 
+/// Constant factors of a BCE chunk (no per-element weights).
+#[derive(Clone, Copy)]
+struct BceConsts {
+    weight: f32,
+    pos_weight: f32,
+    label_smoothing: f32,
+    /// Multiplies gradient and Hessian.
+    scale: f32,
+}
+
+static ONES: [f32; 16] = [1.0; 16];
+
+/// One vector of BCE: (loss, grad, hess), the formulas of [`crate::bce`] with one `exp`
+/// and one `log1p` per element.
+#[inline(always)]
+unsafe fn bce_vec<V: F32Vec>(z: V, y: V, c: &BceConsts) -> (V, V, V) {
+    let zero = V::splat(0.0);
+    let one = V::splat(1.0);
+    let eps = c.label_smoothing;
+    let y = y.fma(V::splat(1.0 - eps), V::splat(0.5 * eps));
+    let a = V::splat(c.pos_weight).mul(y);
+    let b = one.sub(y);
+    let flush = V::splat(FLUSH);
+    let nz = zero.sub(z.abs());
+    let e = V::zero_where(nz.lt(flush), exp_nonpositive(flush.max_keep_nan(nz)));
+    let l = log1p_nonnegative(e);
+    let sp_neg = zero.max_keep_nan(zero.sub(z)).add(l);
+    let sp_pos = zero.max_keep_nan(z).add(l);
+    // Zero coefficients contribute exactly zero (no 0 · inf).
+    let loss =
+        V::zero_where(a.eq(zero), a.mul(sp_neg)).add(V::zero_where(b.eq(zero), b.mul(sp_pos)));
+    let loss = V::select(z.is_nan(), z, loss);
+    let inv = one.div(one.add(e));
+    let neg = z.lt(zero);
+    let sig = V::select(neg, e.mul(inv), inv);
+    let one_minus_sig = V::select(neg, inv, e.mul(inv));
+    let ab = a.add(b);
+    let ws = V::splat(c.weight * c.scale);
+    // b·σ − a·(1 − σ): no cancellation when either coefficient is zero (hard targets).
+    let grad = ws.mul(b.mul(sig).sub(a.mul(one_minus_sig)));
+    let hess = ws.mul(ab.mul(sig).mul(one_minus_sig));
+    (V::splat(c.weight).mul(loss), grad, hess)
+}
+
+/// BCE over a float32 chunk with constant weights. `z == None`: the logits are in `grad`
+/// (in place). Evaluates to the sum of the element losses (f64).
+struct BceChunk<'a> {
+    z: Option<&'a [f32]>,
+    y: &'a [f32],
+    c: &'a BceConsts,
+    losses: Option<&'a mut [f32]>,
+    grad: Option<&'a mut [f32]>,
+    hess: Option<&'a mut [f32]>,
+}
+
+impl SimdOp for BceChunk<'_> {
+    type Output = f64;
+    #[inline(always)]
+    unsafe fn eval<V: F32Vec>(self) -> f64 {
+        bce_chunk::<V>(self)
+    }
+}
+
+#[inline(always)]
+fn bce_chunk<V: F32Vec>(op: BceChunk<'_>) -> f64 {
+    let BceChunk {
+        z,
+        y,
+        c,
+        mut losses,
+        mut grad,
+        mut hess,
+    } = op;
+    let n = y.len();
+    let zp: *const f32 = match (z, grad.as_deref()) {
+        (Some(z), _) => z.as_ptr(),
+        (None, Some(g)) => g.as_ptr(),
+        (None, None) => return 0.0,
+    };
+    // SAFETY: as in `row_max`. `z`, `y` and every output have `n` elements (checked by the
+    // caller); full vectors are read and written at `i + LANES <= n`, the tail masked. In
+    // place, the logits of a vector are read before its gradient overwrites them.
+    unsafe {
+        let mut acc = V::acc_zero();
+        let mut i = 0;
+        let put = |v: V, out: &mut Option<&mut [f32]>, i: usize, len: usize| {
+            if let Some(o) = out.as_deref_mut() {
+                if len == V::LANES {
+                    v.store(o.as_mut_ptr().add(i));
+                } else {
+                    v.store_partial(o.as_mut_ptr().add(i), len);
+                }
+            }
+        };
+        while i < n {
+            let len = V::LANES.min(n - i);
+            let (zv, yv, valid) = if len == V::LANES {
+                (
+                    V::load(zp.add(i)),
+                    V::load(y.as_ptr().add(i)),
+                    V::splat(1.0),
+                )
+            } else {
+                (
+                    V::load_partial(zp.add(i), len, 0.0),
+                    V::load_partial(y.as_ptr().add(i), len, 0.0),
+                    V::load_partial(ONES.as_ptr(), len, 0.0),
+                )
+            };
+            let (l, g, h) = bce_vec(zv, yv, c);
+            acc = V::acc_add(acc, l.mul(valid));
+            put(l, &mut losses, i, len);
+            put(g, &mut grad, i, len);
+            put(h, &mut hess, i, len);
+            i += len;
+        }
+        V::acc_sum(acc)
+    }
+}
+
 #[inline(always)]
 fn at(b: Bcast<'_>, i: usize, col: usize) -> f64 {
     match b {
@@ -97,15 +233,26 @@ pub struct BceOutputs<'a, T> {
 }
 
 /// Runs the flattened batch; `z == None` means in place (the logits are in `out.grad`).
-/// `last` is the length of the last axis (for [`Bcast::Last`]). Returns the loss sum.
+/// `last` is the length of the last axis (for [`Bcast::Last`]). Returns the loss sum, or an
+/// [`Error`] (before anything is written) when the pieces do not fit together.
 pub fn bce_batch<T: Real>(
     z: Option<&[T]>,
     y: &[T],
     spec: &BceSpec<'_>,
     last: usize,
     out: BceOutputs<'_, T>,
-) -> f64 {
+) -> Result<f64, Error> {
     let n = y.len();
+    check_len(z, n, "logits")?;
+    check_len(out.losses.as_deref(), n, "losses")?;
+    check_len(out.grad.as_deref(), n, "out")?;
+    check_len(out.hess.as_deref(), n, "hess")?;
+    if z.is_none() && out.grad.is_none() {
+        return Err(Error::InPlace { arg: "out" });
+    }
+    spec.weight.check(n, last, "weight")?;
+    spec.pos_weight.check(n, last, "pos_weight")?;
+    check_targets(y)?;
     let chunk = CHUNK_ELEMS;
     let n_chunks = n.div_ceil(chunk);
     let zs: Vec<Option<&[T]>> = match z {
@@ -138,18 +285,15 @@ pub fn bce_batch<T: Real>(
         _ => None,
     };
     let partials = map_jobs(jobs, n, |(c, z, y, mut l, mut g, mut h)| {
-        if let Some(k) = &consts {
-            let fast = T::bce_chunk_fast(
-                z,
+        if let (Some(c), Some(y)) = (&consts, T::as_f32(y)) {
+            return dispatch(BceChunk {
+                z: z.map(|z| T::as_f32(z).expect("same type as y")),
                 y,
-                k,
-                l.as_deref_mut(),
-                g.as_deref_mut(),
-                h.as_deref_mut(),
-            );
-            if let Some(sum) = fast {
-                return sum;
-            }
+                c,
+                losses: l.as_deref_mut().and_then(T::as_f32_mut),
+                grad: g.as_deref_mut().and_then(T::as_f32_mut),
+                hess: h.as_deref_mut().and_then(T::as_f32_mut),
+            });
         }
         let start = c * chunk;
         let mut col = start % last;
@@ -185,7 +329,7 @@ pub fn bce_batch<T: Real>(
         }
         sum
     });
-    ordered_sum(&partials)
+    Ok(ordered_sum(&partials))
 }
 
 #[cfg(test)]
@@ -209,6 +353,71 @@ mod tests {
                     assert!((g - ((pw * y + 1.0 - y) * s - pw * y)).abs() < 1e-14);
                     assert!((h - (pw * y + 1.0 - y) * s * (1.0 - s)).abs() < 1e-14);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn simd_chunk_matches_the_f64_kernel_on_every_path() {
+        let z: Vec<f32> = (0..83)
+            .map(|i| ((i * 37 % 83) as f32 - 41.0) * 0.9)
+            .chain([
+                0.0,
+                1e4,
+                -1e4,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                88.0,
+                -88.0,
+                30.0,
+            ])
+            .collect();
+        let y: Vec<f32> = (0..z.len()).map(|i| [0.0, 1.0, 0.25][i % 3]).collect();
+        for isa in crate::simd::supported() {
+            for &(pw, eps, w) in &[(1.0f32, 0.0f32, 1.0f32), (3.0, 0.1, 0.5), (0.0, 0.0, 2.0)] {
+                let c = BceConsts {
+                    weight: w,
+                    pos_weight: pw,
+                    label_smoothing: eps,
+                    scale: 0.25,
+                };
+                let n = z.len();
+                let (mut l, mut g, mut h) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+                let op = BceChunk {
+                    z: Some(&z),
+                    y: &y,
+                    c: &c,
+                    losses: Some(&mut l),
+                    grad: Some(&mut g),
+                    hess: Some(&mut h),
+                };
+                let total = crate::simd::dispatch_on(isa, op).unwrap();
+                let mut want_total = 0.0;
+                for i in 0..n {
+                    let (wl, wg, wh) =
+                        bce_elem(z[i] as f64, y[i] as f64, w as f64, pw as f64, eps as f64);
+                    want_total += wl;
+                    // The gradient b·σ − a·(1 − σ) of a soft target is a difference: its
+                    // natural size is that of the terms, about 4·hess.
+                    let natural = (wg.abs() + 4.0 * wh.abs()) * 0.25;
+                    let close = |a: f32, b: f64, what: &str| {
+                        let size = if what == "grad" { natural } else { b.abs() };
+                        let tol = 4e-7 * size + 1e-37;
+                        assert!(
+                            (a as f64 - b).abs() <= tol || (a as f64 == b),
+                            "{isa:?} {what} z={} y={}: {a} vs {b}",
+                            z[i],
+                            y[i]
+                        );
+                    };
+                    close(l[i], wl, "loss");
+                    close(g[i], wg * 0.25, "grad");
+                    close(h[i], wh * 0.25, "hess");
+                }
+                assert!(
+                    total == want_total || (total - want_total).abs() <= 4e-7 * want_total.abs(),
+                    "{isa:?}: {total} vs {want_total}"
+                );
             }
         }
     }

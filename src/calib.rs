@@ -6,9 +6,9 @@
 //! `l'(β) = E_{softmax(β z)}[z] − z_y = Σ_j p_j (z_j − m) + (m − z_y)`, `m = max z`, written
 //! with the shifted logits so that nothing cancels. `l` is convex in `β`.
 
+use crate::error::{check_len, rows_of, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
-use crate::real::Real;
-use crate::rowstats::{exp_sum, row_max};
+use crate::real::{exp_sum, row_max, Element, Real};
 
 /// Top-label confidence `max softmax(x) = 1 / Σ exp(x_j − m)` and the first maximal index.
 pub fn top_label_row<T: Real>(x: &[T]) -> (f64, i64) {
@@ -21,9 +21,16 @@ pub fn top_label_row<T: Real>(x: &[T]) -> (f64, i64) {
     (1.0 / es.total, arg)
 }
 
-/// [`top_label_row`] for each of the `conf.len()` rows of `x`.
-pub fn top_label_batch<T: Real>(x: &[T], k: usize, conf: &mut [f64], argmax: &mut [i64]) {
-    let n = conf.len();
+/// [`top_label_row`] for each of the rows of `x` (one confidence and one index per row).
+pub fn top_label_batch<T: Real>(
+    x: &[T],
+    k: usize,
+    conf: &mut [f64],
+    argmax: &mut [i64],
+) -> Result<(), Error> {
+    let n = rows_of(x.len(), k)?;
+    check_len(Some(conf), n, "confidence")?;
+    check_len(Some(argmax), n, "argmax")?;
     let rpc = rows_per_chunk(k);
     let n_chunks = n.div_ceil(rpc);
     let jobs: Vec<_> = x
@@ -37,6 +44,7 @@ pub fn top_label_batch<T: Real>(x: &[T], k: usize, conf: &mut [f64], argmax: &mu
             (*cv, *av) = top_label_row(row);
         }
     });
+    Ok(())
 }
 
 /// Sums of `w_y·l(β)`, `w_y·l'(β)` and `w_y` over a batch (the caller divides).
@@ -59,7 +67,7 @@ fn temperature_row<T: Real>(
     for (s, &v) in scratch.iter_mut().zip(x) {
         let v = v.to_f64();
         // A masked class stays masked at every β (β = 0 included, where β·(−inf) is NaN).
-        *s = <T::Work as Real>::from_f64(if v == f64::NEG_INFINITY { v } else { beta * v });
+        *s = <T::Work as Element>::from_f64(if v == f64::NEG_INFINITY { v } else { beta * v });
     }
     let mb = row_max(scratch);
     let es = exp_sum(scratch, mb, Some(e));
@@ -77,23 +85,34 @@ fn temperature_row<T: Real>(
     (loss, dloss)
 }
 
-/// The weighted sums of the temperature objective over `labels.len()` rows of `x`.
+/// The weighted sums of the temperature objective over the rows of `x` (one label each).
 pub fn temperature_batch<T: Real>(
     x: &[T],
     k: usize,
     labels: &[i64],
     beta: f64,
     weight: Option<&[f64]>,
-) -> TemperatureSums {
-    let n = labels.len();
+) -> Result<TemperatureSums, Error> {
+    let n = rows_of(x.len(), k)?;
+    check_len(Some(labels), n, "labels")?;
+    check_len(weight, k, "weight")?;
+    if let Some(position) = labels.iter().position(|&t| t < 0 || t as u64 >= k as u64) {
+        return Err(Error::Label {
+            arg: "labels",
+            position,
+            value: labels[position],
+            k,
+            ignore_index: None,
+        });
+    }
     let rpc = rows_per_chunk(k);
     let jobs: Vec<_> = x
         .chunks((rpc * k).max(1))
         .zip(labels.chunks(rpc.max(1)))
         .collect();
     let parts = map_jobs(jobs, n * k, |(x, t)| {
-        let mut scratch = vec![<T::Work as Real>::ZERO; k];
-        let mut e = vec![<T::Work as Real>::ZERO; k];
+        let mut scratch = vec![<T::Work as Element>::ZERO; k];
+        let mut e = vec![<T::Work as Element>::ZERO; k];
         let mut sums = TemperatureSums::default();
         for (row, &y) in x.chunks(k).zip(t) {
             let w = weight.map_or(1.0, |w| w[y as usize]);
@@ -107,11 +126,11 @@ pub fn temperature_batch<T: Real>(
         }
         sums
     });
-    TemperatureSums {
+    Ok(TemperatureSums {
         loss: ordered_sum(&parts.iter().map(|p| p.loss).collect::<Vec<_>>()),
         dloss_dbeta: ordered_sum(&parts.iter().map(|p| p.dloss_dbeta).collect::<Vec<_>>()),
         weight: ordered_sum(&parts.iter().map(|p| p.weight).collect::<Vec<_>>()),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -130,7 +149,7 @@ mod tests {
     fn temperature_derivative_matches_finite_differences() {
         let x: Vec<f64> = vec![1.0, -2.0, 0.5, f64::NEG_INFINITY, 3.0, 0.0];
         let labels = [0i64];
-        let f = |b: f64| temperature_batch(&x, 6, &labels, b, None);
+        let f = |b: f64| temperature_batch(&x, 6, &labels, b, None).unwrap();
         let h = 1e-6;
         for beta in [0.3, 1.0, 2.5] {
             let fd = (f(beta + h).loss - f(beta - h).loss) / (2.0 * h);

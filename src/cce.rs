@@ -15,9 +15,10 @@
 //! is exactly zero are skipped, so a masked (`-inf`) class costs nothing unless the target puts
 //! mass on it (then the loss is `+inf`).
 
+use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
-use crate::real::Real;
-use crate::rowstats::{exp_sum, row_max, ExpSum};
+use crate::real::{exp_sum, row_max, Real};
+use crate::rowstats::RowStats;
 
 /// One row's target.
 #[derive(Clone, Copy)]
@@ -80,28 +81,29 @@ pub struct RowResult {
     pub lse: f64,
 }
 
-/// A label that is neither in `[0, K)` nor `ignore_index`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BadLabel {
-    pub row: usize,
-    pub value: i64,
-}
-
-/// Checks every label and returns the `reduction="mean"` divisor: the sum of `weight[label]`
-/// over non-ignored rows (their count without weights).
+/// Checks every label (each in `[0, K)` or equal to `ignore_index`) and the weight's length,
+/// and returns the `reduction="mean"` divisor: the sum of `weight[label]` over non-ignored
+/// rows (their count without weights).
 pub fn check_labels(
     labels: &[i64],
     k: usize,
     ignore_index: i64,
     weight: Option<&[f64]>,
-) -> Result<f64, BadLabel> {
+) -> Result<f64, Error> {
+    check_len(weight, k, "weight")?;
     let mut total = 0.0;
-    for (row, &t) in labels.iter().enumerate() {
+    for (position, &t) in labels.iter().enumerate() {
         if t == ignore_index {
             continue;
         }
         if t < 0 || t as u64 >= k as u64 {
-            return Err(BadLabel { row, value: t });
+            return Err(Error::Label {
+                arg: "target",
+                position,
+                value: t,
+                k,
+                ignore_index: Some(ignore_index),
+            });
         }
         total += weight.map_or(1.0, |w| w[t as usize]);
     }
@@ -133,30 +135,6 @@ pub fn cce_row<T: Real>(
         log_s: es.log_sum(),
     };
     cce_row_finish(x, target, spec, derivs, st)
-}
-
-/// A row's statistics before its target is looked at.
-#[derive(Clone, Copy, Debug)]
-pub struct RowStats {
-    /// The row maximum.
-    pub m: f64,
-    /// The split sum of `exp(x_j − m)`.
-    pub es: ExpSum,
-    /// `log S` (see [`ExpSum::log_sum`]; block kernels may compute it their own way).
-    pub log_s: f64,
-}
-
-impl Default for RowStats {
-    fn default() -> Self {
-        RowStats {
-            m: 0.0,
-            es: ExpSum {
-                total: 1.0,
-                rest: 0.0,
-            },
-            log_s: 0.0,
-        }
-    }
 }
 
 /// The loss and derivatives of a row from its statistics; when derivatives are requested
@@ -342,15 +320,52 @@ pub enum Logits<'a, T> {
     InGrad,
 }
 
-/// Runs a whole batch of `n` rows of `spec.k` logits and returns the sum of the row losses
-/// (in f64, summed in a fixed order, so it is the same for any thread count).
+/// Checks that the pieces of a batch fit together (sizes, labels, the in-place buffer) and
+/// returns the number of rows.
+fn check_batch<T>(
+    logits: &Logits<'_, T>,
+    targets: &Targets<'_, T>,
+    spec: &CceSpec<'_>,
+    out: &CceOutputs<'_, T>,
+) -> Result<usize, Error> {
+    let k = spec.k;
+    let len = match logits {
+        Logits::Separate(x) => x.len(),
+        Logits::InGrad => out
+            .grad
+            .as_deref()
+            .ok_or(Error::InPlace { arg: "out" })?
+            .len(),
+    };
+    let n = rows_of(len, k)?;
+    match *targets {
+        Targets::Index {
+            labels,
+            ignore_index,
+        } => {
+            check_len(Some(labels), n, "target")?;
+            check_labels(labels, k, ignore_index, spec.weight)?;
+        }
+        Targets::Probs(y) => check_len(Some(y), n * k, "target")?,
+    }
+    check_len(spec.weight, k, "weight")?;
+    check_len(out.losses.as_deref(), n, "losses")?;
+    check_len(out.lse.as_deref(), n, "lse")?;
+    check_len(out.grad.as_deref(), n * k, "out")?;
+    check_len(out.hess.as_deref(), n * k, "hess")?;
+    Ok(n)
+}
+
+/// Runs a whole batch of rows of `spec.k` logits and returns the sum of the row losses (in
+/// f64, summed in a fixed order, so it is the same for any thread count). Inconsistent
+/// inputs are an [`Error`], checked before anything is written.
 pub fn cce_batch<T: Real>(
     logits: Logits<'_, T>,
     targets: Targets<'_, T>,
     spec: &CceSpec<'_>,
-    n: usize,
     out: CceOutputs<'_, T>,
-) -> f64 {
+) -> Result<f64, Error> {
+    let n = check_batch(&logits, &targets, spec, &out)?;
     let k = spec.k;
     let rpc = rows_per_chunk(k);
     let n_chunks = n.div_ceil(rpc);
@@ -377,7 +392,7 @@ pub fn cce_batch<T: Real>(
         let row0 = c * rpc;
         let rows = rpc.min(n - row0);
         let mut scratch: Vec<T> = if in_place {
-            vec![T::ZERO; k * block.max(1)]
+            try_vec(k * block.max(1), T::ZERO)?
         } else {
             Vec::new()
         };
@@ -452,9 +467,11 @@ pub fn cce_batch<T: Real>(
             }
             r += span_rows;
         }
-        sum
+        Ok(sum)
     });
-    ordered_sum(&partials)
+    Ok(ordered_sum(
+        &partials.into_iter().collect::<Result<Vec<_>, _>>()?,
+    ))
 }
 
 #[cfg(test)]
@@ -547,14 +564,14 @@ mod tests {
                     ignore_index: -100,
                 },
                 &spec(k),
-                n,
                 CceOutputs {
                     losses: None,
                     lse: None,
                     grad: Some(&mut g),
                     hess: None,
                 },
-            );
+            )
+            .unwrap();
             (s, g)
         };
         let (s1, g1) = run(1);
@@ -569,13 +586,62 @@ mod tests {
     #[test]
     fn labels_are_checked() {
         assert_eq!(check_labels(&[0, 2, -100], 3, -100, None), Ok(2.0));
-        assert_eq!(
-            check_labels(&[0, 3], 3, -100, None),
-            Err(BadLabel { row: 1, value: 3 })
-        );
-        assert_eq!(
-            check_labels(&[-1], 3, -100, None),
-            Err(BadLabel { row: 0, value: -1 })
-        );
+        let bad = |position, value| Error::Label {
+            arg: "target",
+            position,
+            value,
+            k: 3,
+            ignore_index: Some(-100),
+        };
+        assert_eq!(check_labels(&[0, 3], 3, -100, None), Err(bad(1, 3)));
+        assert_eq!(check_labels(&[-1], 3, -100, None), Err(bad(0, -1)));
+    }
+
+    #[test]
+    fn inconsistent_batches_are_errors_not_panics() {
+        let x = [0.0f32; 12];
+        let labels = [0i64, 1, 2, 0];
+        let idx = |labels| Targets::Index {
+            labels,
+            ignore_index: -100,
+        };
+        let none = || CceOutputs::<f32> {
+            losses: None,
+            lse: None,
+            grad: None,
+            hess: None,
+        };
+        let run = |x: &[f32], t, k, out| cce_batch(Logits::Separate(x), t, &spec(k), out);
+        assert!(matches!(
+            run(&x, idx(&labels), 0, none()),
+            Err(Error::Classes { .. })
+        ));
+        assert!(matches!(
+            run(&x, idx(&labels), 5, none()),
+            Err(Error::Classes { .. })
+        ));
+        assert!(matches!(
+            run(&x, idx(&labels[..3]), 3, none()),
+            Err(Error::Size { .. })
+        ));
+        assert!(matches!(
+            run(&x, idx(&[0, 1, 7, 0]), 3, none()),
+            Err(Error::Label { .. })
+        ));
+        assert!(matches!(
+            run(&x, Targets::Probs(&x[..9]), 3, none()),
+            Err(Error::Size { .. })
+        ));
+        let mut short = [0.0f32; 11];
+        let out = CceOutputs {
+            grad: Some(&mut short),
+            ..none()
+        };
+        assert!(matches!(
+            run(&x, idx(&labels), 3, out),
+            Err(Error::Size { arg: "out", .. })
+        ));
+        let in_place = cce_batch(Logits::InGrad, idx(&labels), &spec(3), none());
+        assert_eq!(in_place, Err(Error::InPlace { arg: "out" }));
     }
 }

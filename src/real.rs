@@ -1,25 +1,34 @@
-//! The floating-point element types the kernels accept.
-//!
-//! Kernels read logits of type `T` and do their arithmetic in `f64`, so a float32 loss is
-//! rounded once, at the end, from a value that carries far more precision than it needs.
+//! The row primitives of the softmax family per element type, dispatched to the fastest path
+//! the type has: portable f64 code by default, the run-time-selected SIMD kernels of
+//! [`crate::simd`] for float32, float16 rows widened to float32.
 
-use crate::rowstats::{exp_sum_scalar, row_max_scalar, ExpSum};
+pub use crate::element::Element;
+use crate::rowstats::{exp_sum_scalar, row_max_scalar, ExpSum, RowStats};
 use half::slice::HalfFloatSliceExt;
 
-/// A logits / gradient element type. The row primitives default to portable f64 code;
-/// float32 overrides them with the SIMD kernels chosen at run time ([`crate::simd`]).
-pub trait Real: Copy + Send + Sync + PartialOrd + 'static {
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
-    const ZERO: Self;
+/// `max_j x_j` as f64 (`-inf` for a row of `-inf`; NaN entries may be skipped here: they
+/// propagate through [`exp_sum`] instead).
+#[inline]
+pub fn row_max<T: Real>(x: &[T]) -> f64 {
+    T::row_max(x)
+}
+
+/// `Σ exp(x_j − m)` split as in [`ExpSum`], writing each `exp(x_j − m)` to `store` when given.
+#[inline]
+pub fn exp_sum<T: Real>(x: &[T], m: f64, store: Option<&mut [T]>) -> ExpSum {
+    T::exp_sum(x, m, store)
+}
+
+/// An element type with its row primitives. The defaults are portable f64 code.
+pub trait Real: Element {
     /// The type intermediate rows are kept in (float32 for float16 logits).
     type Work: Real;
 
-    /// `max_j x_j` (see [`crate::rowstats::row_max`]).
+    /// See [`row_max`].
     fn row_max(x: &[Self]) -> f64 {
         row_max_scalar(x)
     }
-    /// `Σ exp(x_j − m)`, split exactly (see [`crate::rowstats::exp_sum`]).
+    /// See [`exp_sum`].
     fn exp_sum(x: &[Self], m: f64, store: Option<&mut [Self]>) -> ExpSum {
         exp_sum_scalar(x, m, store)
     }
@@ -34,40 +43,27 @@ pub trait Real: Copy + Send + Sync + PartialOrd + 'static {
         0
     }
     /// The statistics of [`Real::block_rows`] rows of `k` elements at once (see
-    /// [`crate::cce::cce_row_finish`]), writing their exponentials to `store` when given.
+    /// [`RowStats`]), writing their exponentials to `store` when given.
     fn row_block_stats(
         _x: &[Self],
         _k: usize,
-        _stats: &mut [crate::cce::RowStats],
+        _stats: &mut [RowStats],
         _store: Option<&mut [Self]>,
     ) {
         unreachable!("block_rows is 0")
     }
-    /// A vectorised BCE chunk with constant weights, where the type has one (see
-    /// [`crate::simd::bce_chunk_f32`]); `None` means: use the portable per-element loop.
-    fn bce_chunk_fast(
-        _z: Option<&[Self]>,
-        _y: &[Self],
-        _c: &crate::simd::BceConsts,
-        _losses: Option<&mut [Self]>,
-        _grad: Option<&mut [Self]>,
-        _hess: Option<&mut [Self]>,
-    ) -> Option<f64> {
+    /// The slice itself when `Self` is float32, for kernels with a float32 SIMD path.
+    fn as_f32(_x: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    /// See [`Real::as_f32`].
+    fn as_f32_mut(_x: &mut [Self]) -> Option<&mut [f32]> {
         None
     }
 }
 
 impl Real for f32 {
     type Work = f32;
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    #[inline(always)]
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-    const ZERO: Self = 0.0;
 
     fn row_max(x: &[f32]) -> f64 {
         crate::simd::row_max_f32(x) as f64
@@ -88,52 +84,24 @@ impl Real for f32 {
     fn block_rows(k: usize) -> usize {
         crate::simd::block_rows_f32(k)
     }
-    fn row_block_stats(
-        x: &[f32],
-        k: usize,
-        stats: &mut [crate::cce::RowStats],
-        store: Option<&mut [f32]>,
-    ) {
+    fn row_block_stats(x: &[f32], k: usize, stats: &mut [RowStats], store: Option<&mut [f32]>) {
         crate::simd::row_block_stats_f32(x, k, stats, store)
     }
-    fn bce_chunk_fast(
-        z: Option<&[f32]>,
-        y: &[f32],
-        c: &crate::simd::BceConsts,
-        losses: Option<&mut [f32]>,
-        grad: Option<&mut [f32]>,
-        hess: Option<&mut [f32]>,
-    ) -> Option<f64> {
-        Some(crate::simd::bce_chunk_f32(z, y, c, losses, grad, hess))
+    fn as_f32(x: &[f32]) -> Option<&[f32]> {
+        Some(x)
+    }
+    fn as_f32_mut(x: &mut [f32]) -> Option<&mut [f32]> {
+        Some(x)
     }
 }
 
 impl Real for f64 {
     type Work = f64;
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self
-    }
-    #[inline(always)]
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-    const ZERO: Self = 0.0;
 }
 
-/// IEEE half precision: computed in f64 inside, rounded once on output, so half-precision
-/// logits halve the bytes read without losing accuracy beyond the output's own rounding.
+/// IEEE half precision: half the bytes to read, computed in float32 / f64 inside.
 impl Real for half::f16 {
     type Work = f32;
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        f64::from(self)
-    }
-    #[inline(always)]
-    fn from_f64(v: f64) -> Self {
-        half::f16::from_f64(v)
-    }
-    const ZERO: Self = half::f16::ZERO;
 
     // Rows are widened to float32 (exactly) and run through the float32 SIMD kernels.
     fn row_max(x: &[Self]) -> f64 {

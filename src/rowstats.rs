@@ -1,17 +1,12 @@
 //! Per-row statistics shared by every softmax-family kernel: the maximum, and the sum of
-//! `exp(x_j − max)` split so that `log Σ` keeps full relative precision.
+//! `exp(x_j − max)` split so that `log Σ` keeps full relative precision; and their portable
+//! f64 implementations (the float32 SIMD paths compute the same statistics).
 
-use crate::real::Real;
+use crate::element::Element;
 
 /// `max_j x_j` as f64 (`-inf` for a row of `-inf`; NaN entries may be skipped here: they
-/// propagate through [`exp_sum`] instead). Dispatches to the element type's fastest path.
-#[inline]
-pub fn row_max<T: Real>(x: &[T]) -> f64 {
-    T::row_max(x)
-}
-
-/// Portable [`row_max`].
-pub fn row_max_scalar<T: Real>(x: &[T]) -> f64 {
+/// propagate through [`exp_sum_scalar`] instead).
+pub fn row_max_scalar<T: Element>(x: &[T]) -> f64 {
     let mut m = f64::NEG_INFINITY;
     for &v in x {
         let v = v.to_f64();
@@ -45,17 +40,36 @@ impl ExpSum {
     }
 }
 
-/// Sums the exponentials of a row, optionally writing each `exp(x_j − m)` to `store`.
+/// A row's statistics before its target is looked at.
+#[derive(Clone, Copy, Debug)]
+pub struct RowStats {
+    /// The row maximum.
+    pub m: f64,
+    /// The split sum of `exp(x_j − m)`.
+    pub es: ExpSum,
+    /// `log S` (see [`ExpSum::log_sum`]; block kernels may compute it their own way).
+    pub log_s: f64,
+}
+
+impl Default for RowStats {
+    fn default() -> Self {
+        RowStats {
+            m: 0.0,
+            es: ExpSum {
+                total: 1.0,
+                rest: 0.0,
+            },
+            log_s: 0.0,
+        }
+    }
+}
+
+/// Sums the exponentials of a row in f64 with the platform's `exp`, optionally writing each
+/// `exp(x_j − m)` to `store`.
 ///
 /// A NaN logit, a `+inf` logit or a row of all `-inf` makes `rest` NaN (through
 /// `exp(NaN)` or `inf − inf`), so the row's loss, gradient and logsumexp are NaN, as in NumPy.
-#[inline]
-pub fn exp_sum<T: Real>(x: &[T], m: f64, store: Option<&mut [T]>) -> ExpSum {
-    T::exp_sum(x, m, store)
-}
-
-/// Portable [`exp_sum`], in f64 with the platform's `exp`.
-pub fn exp_sum_scalar<T: Real>(x: &[T], m: f64, store: Option<&mut [T]>) -> ExpSum {
+pub fn exp_sum_scalar<T: Element, S: Element>(x: &[T], m: f64, store: Option<&mut [S]>) -> ExpSum {
     let mut rest = 0.0f64;
     let mut ties = 0usize;
     let mut add = |d: f64| -> f64 {
@@ -70,7 +84,7 @@ pub fn exp_sum_scalar<T: Real>(x: &[T], m: f64, store: Option<&mut [T]>) -> ExpS
     match store {
         Some(out) => {
             for (o, &v) in out.iter_mut().zip(x) {
-                *o = T::from_f64(add(v.to_f64() - m));
+                *o = S::from_f64(add(v.to_f64() - m));
             }
         }
         None => {
@@ -95,8 +109,8 @@ mod tests {
     #[test]
     fn rest_is_exact_for_a_confident_row() {
         let x = [0.0f64, -80.0, -90.0];
-        let m = row_max(&x);
-        let es = exp_sum(&x, m, None);
+        let m = row_max_scalar(&x);
+        let es = exp_sum_scalar::<_, f64>(&x, m, None);
         let want = (-80.0f64).exp() + (-90.0f64).exp();
         assert!((es.rest - want).abs() <= 1e-15 * want);
         assert_eq!(es.total, 1.0);
@@ -105,7 +119,7 @@ mod tests {
     #[test]
     fn ties_count_once_each() {
         let x = [2.0f32, 2.0, 2.0];
-        let es = exp_sum(&x, row_max(&x), None);
+        let es = exp_sum_scalar::<_, f64>(&x, row_max_scalar(&x), None);
         assert_eq!(es.rest, 2.0);
         assert_eq!(es.total, 3.0);
     }
@@ -117,7 +131,7 @@ mod tests {
             [f64::NAN, 0.0],
             [f64::INFINITY, 0.0],
         ] {
-            let es = exp_sum(&x, row_max(&x), None);
+            let es = exp_sum_scalar::<_, f64>(&x, row_max_scalar(&x), None);
             assert!(es.rest.is_nan(), "{x:?}");
         }
     }
@@ -125,7 +139,7 @@ mod tests {
     #[test]
     fn masked_classes_contribute_nothing() {
         let x = [1.0f64, f64::NEG_INFINITY, 0.0];
-        let es = exp_sum(&x, row_max(&x), None);
+        let es = exp_sum_scalar::<_, f64>(&x, row_max_scalar(&x), None);
         assert!((es.rest - (-1.0f64).exp()).abs() < 1e-16);
     }
 }

@@ -2,9 +2,9 @@
 //! the same row statistics as the cross-entropy kernel: `log_softmax_j = (x_j − m) −
 //! log1p(S − 1)`, `softmax_j = exp(x_j − m) / S`.
 
+use crate::error::{check_len, rows_of, Error};
 use crate::parallel::{map_jobs, rows_per_chunk};
-use crate::real::Real;
-use crate::rowstats::{exp_sum, row_max};
+use crate::real::{exp_sum, row_max, Real};
 
 /// Which function of the row to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,9 +32,16 @@ pub fn softmax_row<T: Real>(x: &[T], out: &mut [T], f: RowFn) {
 
 /// Writes `f` of each row of `x` into `out` (same length). `x == None` means in place: `out`
 /// holds the logits, and each row is copied to a scratch row first.
-pub fn softmax_batch<T: Real>(x: Option<&[T]>, out: &mut [T], k: usize, f: RowFn) {
-    if k == 0 || out.is_empty() {
-        return;
+pub fn softmax_batch<T: Real>(
+    x: Option<&[T]>,
+    out: &mut [T],
+    k: usize,
+    f: RowFn,
+) -> Result<(), Error> {
+    check_len(x, out.len(), "logits")?;
+    rows_of(out.len(), k)?;
+    if out.is_empty() {
+        return Ok(());
     }
     let chunk = rows_per_chunk(k) * k;
     let total = out.len();
@@ -59,16 +66,14 @@ pub fn softmax_batch<T: Real>(x: Option<&[T]>, out: &mut [T], k: usize, f: RowFn
             }
         }
     });
+    Ok(())
 }
 
 /// `logsumexp` of each row of `x` into `out` (one element per row).
-pub fn logsumexp_batch<T: Real>(x: &[T], out: &mut [T], k: usize) {
+pub fn logsumexp_batch<T: Real>(x: &[T], out: &mut [T], k: usize) -> Result<(), Error> {
+    check_len(Some(out), rows_of(x.len(), k)?, "out")?;
     if out.is_empty() {
-        return;
-    }
-    if k == 0 {
-        out.fill(T::from_f64(f64::NEG_INFINITY));
-        return;
+        return Ok(());
     }
     let rpc = rows_per_chunk(k);
     let jobs: Vec<(&[T], &mut [T])> = x.chunks(rpc * k).zip(out.chunks_mut(rpc)).collect();
@@ -78,6 +83,7 @@ pub fn logsumexp_batch<T: Real>(x: &[T], out: &mut [T], k: usize) {
             *ov = T::from_f64(m + exp_sum(xr, m, None).log_sum());
         }
     });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -106,9 +112,9 @@ mod tests {
         let x: Vec<f32> = (0..k * 50).map(|i| (i as f32 * 0.37).cos() * 9.0).collect();
         for f in [RowFn::Softmax, RowFn::LogSoftmax] {
             let mut a = vec![0.0f32; x.len()];
-            softmax_batch(Some(&x), &mut a, k, f);
+            softmax_batch(Some(&x), &mut a, k, f).unwrap();
             let mut b = x.clone();
-            softmax_batch(None, &mut b, k, f);
+            softmax_batch(None, &mut b, k, f).unwrap();
             assert_eq!(a, b);
         }
     }

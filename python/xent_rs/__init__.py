@@ -227,7 +227,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     return _pack(loss, grad, hess, None)
 
 
-def _rowwise(logits, out, kind, name):
+def _rowwise(logits, out, kind):
     x = _v.class_logits(logits)
     if out is None:
         out, in_place = np.empty_like(x), False
@@ -244,7 +244,7 @@ def softmax(logits, *, out=None):
     >>> xr.softmax(np.array([0.0, np.log(3.0)]))
     array([0.25, 0.75])
     """
-    return _rowwise(logits, out, 0, "softmax")
+    return _rowwise(logits, out, "softmax")
 
 
 def log_softmax(logits, *, out=None):
@@ -254,7 +254,7 @@ def log_softmax(logits, *, out=None):
     >>> xr.log_softmax(np.array([0.0, 0.0]))
     array([-0.69314718, -0.69314718])
     """
-    return _rowwise(logits, out, 1, "log_softmax")
+    return _rowwise(logits, out, "log_softmax")
 
 
 def logsumexp(logits):
@@ -266,7 +266,7 @@ def logsumexp(logits):
     """
     x = _v.class_logits(logits)
     out = np.empty(x.shape[:-1], dtype=x.dtype)
-    _core.rowwise(x, out, x.shape[-1], 2, False)
+    _core.rowwise(x, out, x.shape[-1], "logsumexp", False)
     return out
 
 

@@ -43,12 +43,7 @@ pub unsafe fn exp_nonpositive<V: F32Vec>(x: V) -> V {
 mod tests {
     use super::super::vector::Scalar;
     use super::*;
-
-    fn ulps(a: f32, b: f64) -> f64 {
-        let b32 = b as f32;
-        let ulp = (f32::from_bits(b32.to_bits() + 1) - b32) as f64;
-        (a as f64 - b).abs() / ulp
-    }
+    use crate::testing::ulps_f32 as ulps;
 
     #[test]
     fn within_one_ulp_over_the_range() {

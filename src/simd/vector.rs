@@ -6,6 +6,8 @@
 /// Every method may use instructions of the implementing instruction set: call them only
 /// from code that has checked the CPU supports it (see [`super::active`]). Pointer methods
 /// additionally need `LANES` readable (or writeable) f32s at the pointer.
+// Every method shares the trait's safety contract above.
+#[allow(clippy::missing_safety_doc)]
 pub trait F32Vec: Copy {
     const LANES: usize;
     /// Lane mask (a vector of all-ones / all-zeros lanes, or a mask register).

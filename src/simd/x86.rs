@@ -1,63 +1,27 @@
-//! AVX2+FMA and AVX-512F implementations of [`F32Vec`], and the `#[target_feature]` entry
-//! points that instantiate the generic kernels with them.
+//! AVX2+FMA and AVX-512F implementations of [`F32Vec`], and the `#[target_feature]`
+//! trampolines that run a [`SimdOp`] with them.
 
-macro_rules! entry_points {
-    ($V:ty, $features:literal) => {
-        /// # Safety
-        /// The CPU must support the instruction set named in the attribute.
-        #[target_feature(enable = $features)]
-        pub unsafe fn row_max(x: &[f32]) -> f32 {
-            kernels::row_max::<$V>(x)
-        }
+use super::vector::F32Vec;
+use super::SimdOp;
 
-        /// # Safety
-        /// As for [`row_max`].
-        #[target_feature(enable = $features)]
-        pub unsafe fn exp_sum(x: &[f32], m: f32, store: Option<&mut [f32]>) -> ExpSum {
-            kernels::exp_sum::<$V>(x, m, store)
-        }
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn run_avx2<Op: SimdOp>(op: Op) -> Op::Output {
+    // SAFETY: this function's own contract: the CPU supports avx2 and fma.
+    unsafe { op.eval::<avx2::V>() }
+}
 
-        /// # Safety
-        /// As for [`row_max`].
-        #[target_feature(enable = $features)]
-        pub unsafe fn scale(v: &mut [f32], a: f32) {
-            kernels::scale::<$V>(v, a)
-        }
-
-        /// # Safety
-        /// As for [`row_max`].
-        #[target_feature(enable = $features)]
-        pub unsafe fn row_block(
-            x: &[f32],
-            k: usize,
-            m: &mut [f32],
-            rest: &mut [f64],
-            log_s: &mut [f32],
-            store: Option<&mut [f32]>,
-        ) {
-            kernels::row_block::<$V>(x, k, m, rest, log_s, store)
-        }
-
-        /// # Safety
-        /// As for [`row_max`].
-        #[target_feature(enable = $features)]
-        pub unsafe fn bce_chunk(
-            z: Option<&[f32]>,
-            y: &[f32],
-            c: &kernels::BceConsts,
-            losses: Option<&mut [f32]>,
-            grad: Option<&mut [f32]>,
-            hess: Option<&mut [f32]>,
-        ) -> f64 {
-            kernels::bce_chunk::<$V>(z, y, c, losses, grad, hess)
-        }
-    };
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn run_avx512<Op: SimdOp>(op: Op) -> Op::Output {
+    // SAFETY: this function's own contract: the CPU supports avx512f.
+    unsafe { op.eval::<avx512::V>() }
 }
 
 pub mod avx2 {
-    use super::super::kernels;
-    use super::super::vector::F32Vec;
-    use crate::rowstats::ExpSum;
+    use super::F32Vec;
     use std::arch::x86_64::*;
 
     #[derive(Clone, Copy)]
@@ -214,14 +178,10 @@ pub mod avx2 {
             (b[0] + b[1]) + (b[2] + b[3])
         }
     }
-
-    entry_points!(V, "avx2,fma");
 }
 
 pub mod avx512 {
-    use super::super::kernels;
-    use super::super::vector::F32Vec;
-    use crate::rowstats::ExpSum;
+    use super::F32Vec;
     use std::arch::x86_64::*;
 
     #[derive(Clone, Copy)]
@@ -370,6 +330,4 @@ pub mod avx512 {
             ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]))
         }
     }
-
-    entry_points!(V, "avx512f");
 }

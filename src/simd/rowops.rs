@@ -1,0 +1,498 @@
+//! The float32 row statistics of the softmax family (row maximum, split sum of
+//! exponentials, rescaling, and the one-row-per-lane block for short rows), written once over
+//! [`F32Vec`] and run on the path [`super::dispatch`] picks.
+
+use super::exp::exp_nonpositive;
+use super::log1p::log1p_nonnegative;
+use super::vector::F32Vec;
+use super::{dispatch, dispatch_on, Isa, SimdOp, FLUSH};
+use crate::rowstats::{exp_sum_scalar, ExpSum, RowStats};
+
+/// Loads the `x.len() < LANES` elements of a row's tail, filling the rest with `fill`.
+#[inline(always)]
+unsafe fn load_tail<V: F32Vec>(x: &[f32], fill: f32) -> V {
+    V::load_partial(x.as_ptr(), x.len(), fill)
+}
+
+#[inline(always)]
+fn row_max<V: F32Vec>(x: &[f32]) -> f32 {
+    // SAFETY: the caller (a `#[target_feature]` wrapper or the scalar path) guarantees V's
+    // instruction set; every load reads `LANES` elements inside `x`, or the masked tail.
+    unsafe {
+        let mut acc = V::splat(f32::NEG_INFINITY);
+        let mut chunks = x.chunks_exact(V::LANES);
+        for c in &mut chunks {
+            acc = acc.max_keep_nan(V::load(c.as_ptr()));
+        }
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            acc = acc.max_keep_nan(load_tail::<V>(tail, f32::NEG_INFINITY));
+        }
+        acc.hmax()
+    }
+}
+
+/// One vector of `exp(x − m)`, exact to about 1 ulp even where `x − m` is not representable:
+/// the rounding error of the subtraction (Knuth's TwoSum) is applied as `e·(1 + err)`.
+/// `lo_bound = m + FLUSH` (rounded): lanes below it underflow and are exactly 0. The test is
+/// on the input itself, not on `x − m`, so it stays right when `m` is so large that
+/// `m + FLUSH` rounds to `m` (then every smaller lane is at least one ulp of `m`, far more
+/// than 87, below it).
+#[inline(always)]
+unsafe fn exp_shifted<V: F32Vec>(v: V, m: V, neg_m: V, lo_bound: V) -> V {
+    let under = v.lt(lo_bound); // false for NaN, which must propagate
+                                // Clamping keeps TwoSum away from inf − inf and the exponent of 2^n in range.
+    let xc = lo_bound.max_keep_nan(v);
+    let s = xc.sub(m);
+    let bp = s.sub(xc);
+    let ap = s.sub(bp);
+    let err = xc.sub(ap).add(neg_m.sub(bp));
+    // `m + FLUSH` may also round down (by up to half an ulp of m): lanes between it and
+    // m + FLUSH underflow too.
+    let flush = V::splat(FLUSH);
+    let e = exp_nonpositive(flush.max_keep_nan(s));
+    V::zero_where(under, V::zero_where(s.lt(flush), e.fma(err, e)))
+}
+
+/// Accumulates exponentials: the ones that are exactly 1 (the maximum and its ties) are
+/// counted, the others summed in f64, so `S − 1` is exact to the last bit of the small terms.
+struct SumState<V: F32Vec> {
+    acc: V::F64Acc,
+    ties: V,
+}
+
+impl<V: F32Vec> SumState<V> {
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        SumState {
+            acc: V::acc_zero(),
+            ties: V::splat(0.0),
+        }
+    }
+    #[inline(always)]
+    unsafe fn add(&mut self, e: V, one: V) {
+        let tie = e.eq(one);
+        self.ties = self.ties.add(V::one_where(tie, one));
+        self.acc = V::acc_add(self.acc, V::zero_where(tie, e));
+    }
+}
+
+#[inline(always)]
+fn exp_sum<V: F32Vec>(x: &[f32], m: f32, mut store: Option<&mut [f32]>) -> ExpSum {
+    // SAFETY: as in `row_max`; loads read `LANES` elements at `i < full` inside `x`, stores
+    // write them inside `store` (same length as `x`); the tail is read and written masked.
+    unsafe {
+        let mv = V::splat(m);
+        let neg_m = V::splat(-m);
+        let lo_bound = V::splat(m + FLUSH);
+        let one = V::splat(1.0);
+        // Two independent accumulators hide the latency of the f64 adds.
+        let (mut s0, mut s1) = (SumState::<V>::new(), SumState::<V>::new());
+        let n = x.len();
+        let full = n - n % V::LANES;
+        let px = x.as_ptr();
+        let mut i = 0;
+        while i + 4 * V::LANES <= full {
+            let e0 = exp_shifted(V::load(px.add(i)), mv, neg_m, lo_bound);
+            let e1 = exp_shifted(V::load(px.add(i + V::LANES)), mv, neg_m, lo_bound);
+            let e2 = exp_shifted(V::load(px.add(i + 2 * V::LANES)), mv, neg_m, lo_bound);
+            let e3 = exp_shifted(V::load(px.add(i + 3 * V::LANES)), mv, neg_m, lo_bound);
+            s0.add(e0, one);
+            s1.add(e1, one);
+            s0.add(e2, one);
+            s1.add(e3, one);
+            if let Some(s) = store.as_deref_mut() {
+                e0.store(s.as_mut_ptr().add(i));
+                e1.store(s.as_mut_ptr().add(i + V::LANES));
+                e2.store(s.as_mut_ptr().add(i + 2 * V::LANES));
+                e3.store(s.as_mut_ptr().add(i + 3 * V::LANES));
+            }
+            i += 4 * V::LANES;
+        }
+        while i + 2 * V::LANES <= full {
+            let e0 = exp_shifted(V::load(px.add(i)), mv, neg_m, lo_bound);
+            let e1 = exp_shifted(V::load(px.add(i + V::LANES)), mv, neg_m, lo_bound);
+            s0.add(e0, one);
+            s1.add(e1, one);
+            if let Some(s) = store.as_deref_mut() {
+                e0.store(s.as_mut_ptr().add(i));
+                e1.store(s.as_mut_ptr().add(i + V::LANES));
+            }
+            i += 2 * V::LANES;
+        }
+        if i < full {
+            let e = exp_shifted(V::load(px.add(i)), mv, neg_m, lo_bound);
+            s0.add(e, one);
+            if let Some(s) = store.as_deref_mut() {
+                e.store(s.as_mut_ptr().add(i));
+            }
+        }
+        if full < n {
+            let v = load_tail::<V>(&x[full..], f32::NEG_INFINITY);
+            let e = exp_shifted(v, mv, neg_m, lo_bound);
+            s1.add(e, one);
+            if let Some(s) = store {
+                e.store_partial(s[full..].as_mut_ptr(), n - full);
+            }
+        }
+        let ties = s0.ties.add(s1.ties).hsum_f32() as f64;
+        let rest = V::acc_sum(s0.acc) + V::acc_sum(s1.acc) + (ties - 1.0).max(0.0);
+        // No tie at all means the maximum itself gave NaN: the row is NaN.
+        let rest = if ties == 0.0 && n > 0 { f64::NAN } else { rest };
+        ExpSum {
+            total: 1.0 + rest,
+            rest,
+        }
+    }
+}
+
+#[inline(always)]
+fn scale<V: F32Vec>(v: &mut [f32], a: f32) {
+    // SAFETY: as in `row_max`; loads and stores stay inside `v`.
+    unsafe {
+        let av = V::splat(a);
+        let mut chunks = v.chunks_exact_mut(V::LANES);
+        for c in &mut chunks {
+            V::load(c.as_ptr()).mul(av).store(c.as_mut_ptr());
+        }
+        for e in chunks.into_remainder() {
+            *e *= a;
+        }
+    }
+}
+
+/// The most classes a row may have to be processed one row per lane.
+pub const BLOCK_MAX_K: usize = 16;
+
+/// Statistics of `LANES` rows of `k <= BLOCK_MAX_K` elements at once, one row per lane, so
+/// that short rows do not leave most lanes idle or pay a horizontal reduction each: per row
+/// the maximum, the split sum `S − 1` (f64) and `log S` (f32 `log1p`), and, when `store` is
+/// given, the exponentials (row-major, like `x`).
+#[inline(always)]
+fn row_block<V: F32Vec>(
+    x: &[f32],
+    k: usize,
+    m_out: &mut [f32],
+    rest_out: &mut [f64],
+    log_out: &mut [f32],
+    store: Option<&mut [f32]>,
+) {
+    let lanes = V::LANES;
+    assert!(k <= BLOCK_MAX_K && x.len() == lanes * k && m_out.len() >= lanes);
+    // SAFETY: as in `row_max`; the staging buffers hold `BLOCK_MAX_K × 16` values and we
+    // use `k × LANES`, reading and writing whole vectors at multiples of `LANES`.
+    unsafe {
+        // Transpose through a staging buffer: plain loads and stores beat hardware gathers.
+        let mut columns = [0.0f32; BLOCK_MAX_K * 16]; // (zeroing 1 KB is cheap next to exp)
+        for (i, row) in x.chunks_exact(k).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                columns[j * lanes + i] = v;
+            }
+        }
+        let pc = columns.as_ptr();
+        let mut mv = V::splat(f32::NEG_INFINITY);
+        for j in 0..k {
+            mv = mv.max_keep_nan(V::load(pc.add(j * lanes)));
+        }
+        let neg_m = V::splat(0.0).sub(mv);
+        let lo_bound = mv.add(V::splat(FLUSH));
+        let one = V::splat(1.0);
+        let mut sums = SumState::<V>::new();
+        let mut staged = [0.0f32; BLOCK_MAX_K * 16];
+        for j in 0..k {
+            let e = exp_shifted(V::load(pc.add(j * lanes)), mv, neg_m, lo_bound);
+            sums.add(e, one);
+            e.store(staged.as_mut_ptr().add(j * lanes));
+        }
+        let mut acc = [0.0f64; 16];
+        let mut ties = [0.0f32; 16];
+        let mut rest32 = [0.0f32; 16];
+        V::acc_lanes(sums.acc, acc.as_mut_ptr());
+        sums.ties.store(ties.as_mut_ptr());
+        mv.store(m_out.as_mut_ptr());
+        for i in 0..lanes {
+            let rest = if ties[i] == 0.0 {
+                f64::NAN // the maximum itself gave NaN
+            } else {
+                acc[i] + (ties[i] as f64 - 1.0)
+            };
+            rest_out[i] = rest;
+            rest32[i] = rest as f32;
+        }
+        log1p_nonnegative(V::load(rest32.as_ptr())).store(log_out.as_mut_ptr());
+        if let Some(st) = store {
+            for (i, row) in st.chunks_exact_mut(k).enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = staged[j * lanes + i];
+                }
+            }
+        }
+    }
+}
+
+struct RowMax<'a>(&'a [f32]);
+impl SimdOp for RowMax<'_> {
+    type Output = f32;
+    #[inline(always)]
+    unsafe fn eval<V: F32Vec>(self) -> f32 {
+        row_max::<V>(self.0)
+    }
+}
+
+struct ExpSumOp<'a> {
+    x: &'a [f32],
+    m: f32,
+    store: Option<&'a mut [f32]>,
+}
+impl SimdOp for ExpSumOp<'_> {
+    type Output = ExpSum;
+    #[inline(always)]
+    unsafe fn eval<V: F32Vec>(self) -> ExpSum {
+        exp_sum::<V>(self.x, self.m, self.store)
+    }
+}
+
+struct Scale<'a>(&'a mut [f32], f32);
+impl SimdOp for Scale<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn eval<V: F32Vec>(self) {
+        scale::<V>(self.0, self.1)
+    }
+}
+
+/// The outputs of one row block: per lane the maximum, `S − 1` and `log S`.
+struct BlockOut {
+    m: [f32; 16],
+    rest: [f64; 16],
+    log_s: [f32; 16],
+}
+
+struct RowBlock<'a> {
+    x: &'a [f32],
+    k: usize,
+    store: Option<&'a mut [f32]>,
+}
+impl SimdOp for RowBlock<'_> {
+    type Output = BlockOut;
+    #[inline(always)]
+    unsafe fn eval<V: F32Vec>(self) -> BlockOut {
+        let mut o = BlockOut {
+            m: [0.0; 16],
+            rest: [0.0; 16],
+            log_s: [0.0; 16],
+        };
+        row_block::<V>(
+            self.x,
+            self.k,
+            &mut o.m,
+            &mut o.rest,
+            &mut o.log_s,
+            self.store,
+        );
+        o
+    }
+}
+
+/// `max_j x_j` of a float32 row (`-inf` for an empty row; NaN is not guaranteed to win, but
+/// a NaN logit still makes the row NaN through [`exp_sum_f32`]).
+pub fn row_max_f32(x: &[f32]) -> f32 {
+    dispatch(RowMax(x))
+}
+
+/// `Σ exp(x_j − m)` of a float32 row split as in [`ExpSum`], writing each exponential to
+/// `store` when given.
+pub fn exp_sum_f32(x: &[f32], m: f32, store: Option<&mut [f32]>) -> ExpSum {
+    refine_tiny_rest(x, m, dispatch(ExpSumOp { x, m, store }))
+}
+
+/// Below this `S − 1`, terms that the float32 kernels flush (each below 2^-126) could
+/// matter at 1e-7 relative: such rows (extremely confident ones) are summed again in f64.
+const TINY_REST: f64 = 1e-25;
+
+/// `es`, or for a row whose `S − 1` is tiny, the exact f64 sum (the stored float32
+/// exponentials stay as they are: they only feed gradients).
+fn refine_tiny_rest(x: &[f32], m: f32, es: ExpSum) -> ExpSum {
+    if es.rest < TINY_REST {
+        exp_sum_scalar::<_, f32>(x, m as f64, None)
+    } else {
+        es
+    }
+}
+
+/// `v[j] *= a`.
+pub fn scale_f32(v: &mut [f32], a: f32) {
+    dispatch(Scale(v, a))
+}
+
+/// Rows per [`row_block_stats_f32`] call for rows of `k` float32 elements (0: none).
+pub fn block_rows_f32(k: usize) -> usize {
+    match super::active() {
+        _ if !(2..=BLOCK_MAX_K).contains(&k) => 0,
+        Isa::Avx512 => 16,
+        Isa::Avx2 => 8,
+        Isa::Scalar => 0,
+    }
+}
+
+/// Row statistics of [`block_rows_f32`] rows at once, one row per lane.
+pub fn row_block_stats_f32(x: &[f32], k: usize, stats: &mut [RowStats], store: Option<&mut [f32]>) {
+    block_stats(x, k, dispatch(RowBlock { x, k, store }), stats)
+}
+
+fn block_stats(x: &[f32], k: usize, o: BlockOut, stats: &mut [RowStats]) {
+    for (i, st) in stats.iter_mut().enumerate() {
+        let es = ExpSum {
+            total: 1.0 + o.rest[i],
+            rest: o.rest[i],
+        };
+        let refined = refine_tiny_rest(&x[i * k..(i + 1) * k], o.m[i], es);
+        *st = RowStats {
+            m: o.m[i] as f64,
+            es: refined,
+            log_s: if refined.rest == es.rest {
+                o.log_s[i] as f64
+            } else {
+                refined.log_sum()
+            },
+        };
+    }
+}
+
+/// The same kernels on an explicitly chosen path (for tests and benchmarks); `None` when the
+/// CPU does not support it.
+pub fn exp_sum_f32_on(isa: Isa, x: &[f32], m: f32, store: Option<&mut [f32]>) -> Option<ExpSum> {
+    dispatch_on(isa, ExpSumOp { x, m, store })
+}
+
+/// [`row_max_f32`] on an explicit path.
+pub fn row_max_f32_on(isa: Isa, x: &[f32]) -> Option<f32> {
+    dispatch_on(isa, RowMax(x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::supported;
+    use super::*;
+
+    fn rows() -> Vec<Vec<f32>> {
+        let mut rows = Vec::new();
+        for k in 1..=40usize {
+            rows.push((0..k).map(|j| ((j * 7 % 13) as f32) * 1.7 - 9.0).collect());
+            rows.push((0..k).map(|j| ((j * 5 % 11) as f32) * 9.1 - 40.0).collect());
+        }
+        let mut masked: Vec<f32> = (0..19).map(|j| j as f32 * 0.3).collect();
+        masked[3] = f32::NEG_INFINITY;
+        masked[18] = f32::NEG_INFINITY;
+        rows.push(masked);
+        rows.push(vec![5.0; 17]); // all ties
+        rows.push(vec![0.0, -30.0, -60.0, -86.0, -90.0, -200.0, -1e30]);
+        // Maxima so large that m − 87 rounds to m.
+        rows.push(vec![3e9, 0.0, -3e9, 3e9 - 256.0]);
+        rows.push((0..21).map(|j| 1e30 - j as f32 * 1e23).collect());
+        rows.push(vec![3.0e38, -3.0e38, 1.0, 3.0e38]);
+        // m + FLUSH rounds down to m − 96 here (ulp 32 below 2^29).
+        let m29 = 536_870_912.0f32;
+        rows.push(vec![m29, m29 - 96.0, m29 - 64.0, m29 - 32.0, m29 - 160.0]);
+        rows
+    }
+
+    #[test]
+    fn every_path_matches_the_f64_sum_for_every_length() {
+        for isa in supported() {
+            for x in rows() {
+                let m = row_max_f32_on(isa, &x).unwrap();
+                assert_eq!(m, x.iter().cloned().fold(f32::NEG_INFINITY, f32::max));
+                let mut e = vec![0.0f32; x.len()];
+                let got = exp_sum_f32_on(isa, &x, m, Some(&mut e)).unwrap();
+                let want = exp_sum_scalar::<_, f32>(&x, m as f64, None);
+                let tol = 3e-7 * want.rest + 1e-37;
+                assert!(
+                    (got.rest - want.rest).abs() <= tol,
+                    "{isa:?} {x:?}: {got:?} {want:?}"
+                );
+                for (j, &v) in x.iter().enumerate() {
+                    let exact = ((v as f64) - (m as f64)).exp();
+                    let err = (e[j] as f64 - exact).abs();
+                    assert!(
+                        err <= 2.0 * f32::EPSILON as f64 * exact + 1.2e-38,
+                        "{isa:?} {j}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn non_finite_rows_are_nan_on_every_path() {
+        for isa in supported() {
+            for x in [
+                vec![f32::NEG_INFINITY; 9],
+                vec![1.0, f32::NAN, 0.0],
+                vec![f32::INFINITY, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+                vec![0.0; 8].into_iter().chain([f32::NAN]).collect(),
+            ] {
+                let m = row_max_f32_on(isa, &x).unwrap();
+                let got = exp_sum_f32_on(isa, &x, m, None).unwrap();
+                assert!(got.rest.is_nan(), "{isa:?} {x:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn row_blocks_match_one_row_at_a_time_on_every_path() {
+        for isa in supported() {
+            let lanes = match isa {
+                Isa::Avx512 => 16,
+                Isa::Avx2 => 8,
+                Isa::Scalar => continue,
+            };
+            for k in 2..=BLOCK_MAX_K {
+                let mut x: Vec<f32> = (0..lanes * k)
+                    .map(|i| ((i * 7919 % 97) as f32 - 48.0) * 0.37)
+                    .collect();
+                x[k + 1] = f32::NEG_INFINITY; // a masked class
+                x[2 * k..3 * k].fill(f32::NEG_INFINITY); // an all-masked row
+                x[3 * k] = f32::NAN;
+                x[4 * k..5 * k].fill(2.5); // all ties
+                x[5 * k] = 1e30; // a huge maximum
+                let mut e = vec![0.0f32; x.len()];
+                let o = dispatch_on(
+                    isa,
+                    RowBlock {
+                        x: &x,
+                        k,
+                        store: Some(&mut e),
+                    },
+                )
+                .unwrap();
+                for i in 0..lanes {
+                    let row = &x[i * k..(i + 1) * k];
+                    let m = row_max_f32_on(Isa::Scalar, row).unwrap();
+                    let want = exp_sum_scalar::<_, f32>(row, m as f64, None);
+                    if want.rest.is_nan() {
+                        assert!(
+                            o.rest[i].is_nan() && o.log_s[i].is_nan(),
+                            "{isa:?} k={k} row {i}"
+                        );
+                        continue;
+                    }
+                    assert!(
+                        (o.rest[i] - want.rest).abs() <= 3e-7 * want.rest,
+                        "{isa:?} k={k} row {i}"
+                    );
+                    let want_log = want.rest.ln_1p();
+                    assert!(
+                        (o.log_s[i] as f64 - want_log).abs() <= 3e-7 * want_log,
+                        "{isa:?} k={k} row {i}"
+                    );
+                    for j in 0..k {
+                        let exact = ((row[j] as f64) - (o.m[i] as f64)).exp();
+                        let err = (e[i * k + j] as f64 - exact).abs();
+                        assert!(err <= 2.0 * f32::EPSILON as f64 * exact + 1.2e-38);
+                    }
+                }
+            }
+        }
+    }
+}
