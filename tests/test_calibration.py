@@ -136,7 +136,7 @@ def test_top_label_hook_matches_softmax_and_ignores_chunking(monkeypatch):
     np.testing.assert_allclose(conf, p.max(axis=1), rtol=1e-14)
     np.testing.assert_array_equal(correct, p.argmax(axis=1) == y)
     assert not correct[5]
-    monkeypatch.setattr(cal, "_CHUNK_ELEMENTS", 9 * 37)   # rows handled 37 at a time
+    monkeypatch.setattr(cal._rows, "_CHUNK_ELEMENTS", 9 * 37)  # rows handled 37 at a time
     conf2, correct2 = cal._top_label_from_logits(z, y)
     np.testing.assert_array_equal(conf2, conf)
     np.testing.assert_array_equal(correct2, correct)
@@ -377,7 +377,7 @@ def test_accumulator_splits_and_merges_equal_one_shot(seed, n, k, from_logits, w
 
 
 def test_accumulator_large_chunks(monkeypatch):
-    monkeypatch.setattr(cal, "_CHUNK_ELEMENTS", 6 * 1000)  # several internal chunks per update
+    monkeypatch.setattr(cal._rows, "_CHUNK_ELEMENTS", 6 * 1000)  # several chunks per update
     scores, labels, w = make_problem(21, 20000, 6, from_logits=True, coarse=False,
                                      weighted=True)
     acc = cal.CalibrationAccumulator(15, from_logits=True)
@@ -564,11 +564,18 @@ def test_plot_writes_png(tmp_path, convention):
     binary = cal.reliability_diagram(scores[:, 0], labels > 4, n_bins=5, from_logits=True)
     _, (ax_only, none) = binary.plot(ax=ax)
     assert ax_only is ax and none is None and ax_only.get_ylabel() == "Fraction of positives"
+    import matplotlib.pyplot as plt
+    plt.close(fig)  # plot() without ax draws on a pyplot figure
 
 
 def test_doctests():
-    result = doctest.testmod(cal, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 20 and result.failed == 0
+    attempted = 0
+    for module in (cal, cal._metrics, cal._results, cal._temperature, cal._accumulator,
+                   cal._diagnostics):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted > 20
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ input becomes a ``TypeError`` or ``ValueError`` whose message starts with the ar
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
@@ -14,6 +15,15 @@ import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16))
 REDUCTIONS = ("mean", "sum", "none")
+
+
+_KIND_NAMES = {"b": "bool", "i": "integer", "u": "unsigned integer", "c": "complex",
+               "O": "object", "U": "string", "S": "bytes"}
+
+
+def kind_name(dtype):
+    """A readable name for a dtype's kind ("integer", "bool", ...) for error messages."""
+    return _KIND_NAMES.get(dtype.kind, str(dtype))
 
 
 def _as_array(value, name):
@@ -37,10 +47,8 @@ def float_array(value, name="logits", *, min_ndim=0):
     arr = _as_array(value, name)
     kind = arr.dtype.kind
     if kind != "f":
-        what = {"b": "bool", "i": "integer", "u": "unsigned integer", "c": "complex",
-                "O": "object", "U": "string", "S": "bytes"}.get(kind, str(arr.dtype))
-        raise TypeError(f"{name}: must be a float16, float32 or float64 array, got {what} dtype "
-                        f"({arr.dtype})")
+        raise TypeError(f"{name}: must be a float16, float32 or float64 array, got "
+                        f"{kind_name(arr.dtype)} dtype ({arr.dtype})")
     if np.dtype(arr.dtype.newbyteorder("=")) not in FLOAT_DTYPES:
         raise TypeError(f"{name}: dtype {arr.dtype} is not supported; use float16, float32 "
                         f"or float64")
@@ -69,10 +77,15 @@ def flag(value, name):
     return bool(value)
 
 
-def label_smoothing(value):
+def real(value, name):
+    """A real number (not bool) as a Python float; ``TypeError`` naming ``name`` otherwise."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"label_smoothing: must be a real number, got {type(value).__name__}")
-    eps = float(value)
+        raise TypeError(f"{name}: must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def label_smoothing(value):
+    eps = real(value, "label_smoothing")
     if not 0.0 <= eps <= 1.0:  # also rejects NaN
         raise ValueError(f"label_smoothing: must be in [0, 1], got {value!r}")
     return eps
@@ -202,3 +215,133 @@ def out_array(out, logits, name="out"):
                              f"out=logits to write the result in place, or a separate array")
         return out, True
     return out, False
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration inputs (xent_rs.calibration): scores of shape (N,) or (N, K), labels, sample
+# weights and the binning options.
+# --------------------------------------------------------------------------------------------
+
+def array(value, name):
+    """``np.asarray(value)``, refusing None (``TypeError`` naming ``name``)."""
+    if value is None:
+        raise TypeError(f"{name}: expected an array, got None")
+    return _as_array(value, name)
+
+
+def any_float_array(value, name):
+    """A float array of any precision, as native aligned C-contiguous float32 (16- and 32-bit
+    input) or float64 (64-bit and wider: longdouble is rounded; beyond float64 it is ±inf)."""
+    arr = array(value, name)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{name}: must be a float array (probabilities or logits), got "
+                        f"{kind_name(arr.dtype)} dtype ({arr.dtype})")
+    dtype = np.float32 if arr.dtype.itemsize <= 4 else np.float64
+    with np.errstate(over="ignore"):  # a longdouble beyond float64 becomes ±inf, checked next
+        return np.require(arr, dtype=dtype, requirements=["C", "A"])
+
+
+def choice(name, value, choices):
+    """``value`` if it is one of the strings ``choices``; ``ValueError`` otherwise."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def bounded_integer(value, name, lo, hi):
+    """An integer in ``[lo, hi]`` (``TypeError`` for a non-integer, ``ValueError`` outside)."""
+    value = integer(value, name)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}: must be an integer in [{lo}, {hi}], got {value}")
+    return value
+
+
+def positive_real(value, name):
+    """A finite real number > 0, as a Python float."""
+    value = real(value, name)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"{name}: must be finite and > 0, got {value}")
+    return value
+
+
+def scores(value, name, from_logits, *, allow_empty=False):
+    """(N,) (binary) or (N, K) probabilities or logits; returns ``(array, binary)``.
+
+    Probabilities must lie in [0, 1]. Logits may be ±inf for binary input (sigmoid is
+    defined there); for (N, K) input +inf, and a row of all -inf, leave the softmax undefined.
+    NaN is refused either way. N = 0 is refused unless ``allow_empty``.
+    """
+    arr = any_float_array(value, name)
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"{name}: must have shape (N,) (binary) or (N, K) (K classes), got "
+                         f"shape {arr.shape}")
+    binary = arr.ndim == 1
+    if not binary and arr.shape[1] < 2:
+        raise ValueError(f"{name}: (N, K) input needs K >= 2 classes, got shape {arr.shape}; "
+                         f"pass binary scores as shape (N,)")
+    if arr.shape[0] == 0:
+        if allow_empty:
+            return arr, binary
+        raise ValueError(f"{name}: empty input (N = 0); the metric is undefined over no "
+                         f"samples")
+    lo, hi = arr.min(), arr.max()
+    if np.isnan(lo) or np.isnan(hi):
+        raise ValueError(f"{name}: contains NaN")
+    if from_logits:
+        if not binary:
+            if hi == np.inf:
+                raise ValueError(f"{name}: contains +inf logits (the softmax is undefined)")
+            if lo == -np.inf and (arr.max(axis=1) == -np.inf).any():
+                raise ValueError(f"{name}: a row has every logit equal to -inf (no class left)")
+    elif lo < 0 or hi > 1:
+        raise ValueError(f"{name}: probabilities must lie in [0, 1], got values in "
+                         f"[{lo}, {hi}] (pass from_logits=True for logits)")
+    return arr, binary
+
+
+def labels(value, n, n_classes, name="labels"):
+    """int64 labels of shape (n,): 0/1 when ``n_classes`` is None (binary), else in [0, K).
+
+    Bool labels and whole-valued float labels are accepted.
+    """
+    arr = array(value, name)
+    kind = arr.dtype.kind
+    if kind == "b":
+        arr = arr.astype(np.int64)
+    elif kind == "f":
+        if arr.size and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+            raise ValueError(f"{name}: float labels must be whole numbers")
+    elif kind not in "iu":
+        raise TypeError(f"{name}: must be an integer (or bool) array, got "
+                        f"{kind_name(arr.dtype)} dtype ({arr.dtype})")
+    if arr.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},) to match the scores, got {arr.shape}")
+    if n:
+        lo, hi = arr.min(), arr.max()
+        if n_classes is None:
+            if lo < 0 or hi > 1:
+                raise ValueError(f"{name}: binary labels must be 0 or 1, got values in "
+                                 f"[{lo}, {hi}]")
+        elif lo < 0 or hi >= n_classes:
+            raise ValueError(f"{name}: class labels must lie in [0, {n_classes}), got values "
+                             f"in [{lo}, {hi}]")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def sample_weight(value, n):
+    """None, or finite non-negative float64 weights of shape (n,)."""
+    if value is None:
+        return None
+    arr = nonneg_weights(value, "sample_weight")
+    if arr.shape != (n,):
+        raise ValueError(f"sample_weight: expected shape ({n},), got {arr.shape}")
+    return arr
+
+
+def logits_and_labels(logits, label_values, weight):
+    """(N, K) logits (binary (N,) logits become the two-class logits ``[0, z]``, since
+    ``sigmoid(z) = softmax([0, z])[1]``), int64 labels in [0, K) and per-class weights."""
+    z, binary = scores(logits, "logits", True)
+    if binary:
+        z = np.stack([np.zeros_like(z), z], axis=1)
+    return z, labels(label_values, z.shape[0], z.shape[1]), class_weight(weight, z.shape[1])

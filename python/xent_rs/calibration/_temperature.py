@@ -1,0 +1,206 @@
+"""Temperature scaling (Guo et al. 2017) and energy scores (Liu et al. 2020)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .. import _validate as _v
+from . import _rows
+
+# fit_temperature stops when the bracket on beta = 1/T is this narrow, relative to beta.
+_TEMPERATURE_RTOL = 1e-8
+_TEMPERATURE_MAX_ITER = 200
+
+
+def fit_temperature(logits: ArrayLike, labels: ArrayLike, *,
+                    weight: Optional[ArrayLike] = None) -> float:
+    r"""Temperature scaling: the T > 0 minimising the mean cross-entropy of ``logits / T``.
+
+    With :math:`\beta = 1/T` the mean loss
+    :math:`L(\beta) = \frac{1}{W}\sum_i w_{y_i}\,[\operatorname{logsumexp}(\beta z_i) -
+    \beta z_{i,y_i}]` is convex, and its derivative
+    :math:`L'(\beta) = \frac{1}{W}\sum_i w_{y_i}\,(\mathbb{E}_{\mathrm{softmax}(\beta z_i)}[z]
+    - z_{i,y_i})` increases from :math:`L'(0)` to a limit :math:`\ge 0`. The root of
+    :math:`L'` is bracketed (doubling from :math:`\beta = 1`) and then found by regula falsi
+    (Illinois variant), bisecting whenever a step would leave the bracket, and closing the
+    bracket with one step just past the settled estimate. Each step is one pass over the
+    logits giving the loss and its derivative together; typically 7 to 15 passes in all. The
+    result is accurate to a relative :math:`10^{-6}` (the bracket is narrowed to
+    :math:`10^{-8}`).
+
+    Parameters
+    ----------
+    logits : array_like, float, shape (N, K) or (N,)
+        Logits of a held-out set (``(N,)``: binary, sigmoid; treated as the two-class logits
+        ``[0, z]``). ``-inf`` masks a class, but not a row's labelled class.
+    labels : array_like, int, shape (N,)
+    weight : array_like, shape (K,), optional
+        Per-class weights, as ``cross_entropy``'s ``weight`` (weighted mean over rows).
+        ``(2,)`` for binary logits.
+
+    Returns
+    -------
+    float
+        The temperature ``T``; divide logits by it before the softmax.
+
+    Raises
+    ------
+    ValueError
+        For bad arguments (the message names the argument), for empty input, when every
+        weighted row has zero weight, and when no finite ``T > 0`` minimises the loss: if every
+        row's labelled class already has the largest logit, the loss keeps falling as
+        ``T -> 0``; if ``L'(0) >= 0`` (the logits rank labels no better than chance) it keeps
+        falling as ``T -> inf``.
+
+    References
+    ----------
+    .. [1] C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger, "On calibration of modern neural
+       networks", ICML 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent_rs.calibration import fit_temperature
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=(20000, 5)) * 3.0
+    >>> p = np.exp(z / 2.0); p /= p.sum(axis=1, keepdims=True)        # true T = 2
+    >>> y = (p.cumsum(axis=1) < rng.random((20000, 1))).sum(axis=1)
+    >>> round(fit_temperature(z, y), 1)
+    2.0
+    """
+    z, labels, weight = _v.logits_and_labels(logits, labels, weight)
+    scale = float(np.max(np.abs(z[np.isfinite(z)]), initial=0.0))
+    if scale > 0.0 and not 1e-100 <= scale <= 1e100:
+        # T scales with the logits: search on z / scale, where 1/T stays in range.
+        t = fit_temperature(z / scale, labels, weight=weight) * scale
+        if not np.finfo(np.float64).tiny <= t < np.inf:
+            raise ValueError("logits: the fitted temperature is outside the float64 range "
+                             f"(logits of magnitude {scale:g})")
+        return float(t)
+    _check_finite_minimum(z, labels, weight)
+
+    def slope(beta):
+        return _rows.temperature_objective(z, labels, beta, weight)[1]
+
+    lo, g_lo = 0.0, slope(0.0)
+    if not g_lo < 0:
+        raise ValueError("logits: the loss does not decrease for any T > 0 (the logits rank "
+                         "the labels no better than chance), so it is minimised as T -> inf")
+    beta_cap = 1e300 / max(1.0, float(np.abs(np.where(np.isfinite(z), z, 0.0)).max()))
+    lo, g_lo, hi, g_hi = _bracket(slope, lo, g_lo, beta_cap)
+    if g_hi == 0:
+        return float(1.0 / hi)
+    return _regula_falsi(slope, lo, g_lo, hi, g_hi)
+
+
+def _check_finite_minimum(z, labels, weight):
+    """``ValueError`` for the inputs whose loss has no finite minimiser T > 0 that is
+    visible without a pass over the logits."""
+    n = z.shape[0]
+    if weight is not None:
+        live = weight[labels] > 0
+        if not live.any():
+            raise ValueError("weight: every row's class has weight 0; the loss is undefined")
+    else:
+        live = np.ones(n, dtype=bool)
+    z_y = z[np.arange(n), labels]
+    if np.isneginf(z_y[live]).any():
+        raise ValueError("labels: a row's labelled class has logit -inf (infinite loss at "
+                         "every temperature)")
+    if (z_y[live] >= z[live].max(axis=1)).all():
+        raise ValueError("logits: every row's labelled class has the largest logit, so the "
+                         "loss keeps decreasing as T -> 0; no finite temperature minimises it")
+
+
+def _bracket(slope, lo, g_lo, beta_cap):
+    """Double ``hi`` from 1 until the slope is no longer negative: ``lo < root <= hi``."""
+    hi, g_hi = 1.0, slope(1.0)
+    while g_hi < 0:
+        lo, g_lo = hi, g_hi
+        hi *= 2.0
+        if hi > beta_cap:
+            raise ValueError("logits: the loss keeps decreasing as T -> 0; no finite "
+                             "temperature minimises it")
+        g_hi = slope(hi)
+    return lo, g_lo, hi, g_hi
+
+
+def _regula_falsi(slope, lo, g_lo, hi, g_hi):
+    """The root of the increasing ``slope`` in ``(lo, hi)``, returned as T = 1 / beta."""
+    side, previous = 0, None
+    for _ in range(_TEMPERATURE_MAX_ITER):
+        if hi - lo <= _TEMPERATURE_RTOL * lo:
+            break
+        beta = (lo * g_hi - hi * g_lo) / (g_hi - g_lo)
+        if not lo < beta < hi:
+            beta = 0.5 * (lo + hi)
+        if previous is not None and abs(beta - previous) <= 0.25 * _TEMPERATURE_RTOL * beta:
+            # The estimate has settled next to the end it converges from; step just past it
+            # towards the other end, so that the bracket closes around the root.
+            nudge = 0.5 * _TEMPERATURE_RTOL * beta
+            nudged = beta - nudge if beta - lo > hi - beta else beta + nudge
+            previous = beta
+            beta = nudged if lo < nudged < hi else 0.5 * (lo + hi)
+        else:
+            previous = beta
+        g = slope(beta)
+        if g == 0:
+            return float(1.0 / beta)
+        if g < 0:
+            lo, g_lo = beta, g
+            if side == -1:
+                g_hi *= 0.5  # Illinois: halve the stale end's value to stop one-sided steps
+            side = -1
+        else:
+            hi, g_hi = beta, g
+            if side == 1:
+                g_lo *= 0.5
+            side = 1
+    return float(2.0 / (lo + hi))
+
+
+def energy_score(logits: ArrayLike, *, temperature: float = 1.0) -> np.ndarray:
+    r"""Energy score ``-T * logsumexp(logits / T)`` per row (Liu et al. 2020).
+
+    Lower energy means the input looks more in-distribution; ``-energy`` is the usual
+    out-of-distribution detection score. Computed stably (max-shifted) in float64, with the
+    library's logsumexp kernel.
+
+    Parameters
+    ----------
+    logits : array_like, float, shape (..., K)
+    temperature : float, default 1.0
+        ``T > 0``.
+
+    Returns
+    -------
+    ndarray, shape ``logits.shape[:-1]``
+        In the logits' dtype (float32 or float64; float16 gives float32). A row of all
+        ``-inf`` gives ``+inf``; NaN propagates.
+
+    References
+    ----------
+    .. [1] W. Liu, X. Wang, J. Owens, Y. Li, "Energy-based out-of-distribution detection",
+       NeurIPS 2020.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent_rs.calibration import energy_score
+    >>> energy_score(np.array([[0.0, 0.0], [10.0, -10.0]])).round(4)
+    array([ -0.6931, -10.    ])
+    """
+    temperature = _v.positive_real(temperature, "temperature")
+    arr = _v.any_float_array(logits, "logits")
+    if arr.ndim < 1 or arr.shape[-1] == 0:
+        raise ValueError(f"logits: must have shape (..., K) with K >= 1, got {arr.shape}")
+    k = arr.shape[-1]
+    flat = arr.reshape(-1, k)
+    out = np.empty(flat.shape[0], dtype=arr.dtype)
+    for rows in _rows.row_chunks(flat.shape[0], k):
+        with np.errstate(over="ignore"):  # beyond the float32 range: -inf, as NumPy rounds
+            out[rows] = _rows.energy_rows(flat[rows], temperature)
+    return out.reshape(arr.shape[:-1])
