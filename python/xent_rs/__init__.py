@@ -72,8 +72,9 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
 
     Parameters
     ----------
-    logits : array_like, float32 or float64, shape (..., K)
+    logits : array_like, float16, float32 or float64, shape (..., K)
         Unnormalised scores; ``-inf`` masks a class. Read in place when C-contiguous.
+        float16 is widened inside and rounded once on output.
     target : array_like
         Integer class indices of shape ``logits.shape[:-1]`` (values in ``[0, K)`` or
         ``ignore_index``, any integer dtype), or float class probabilities of shape
@@ -170,7 +171,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
 
     Parameters
     ----------
-    logits : array_like, float32 or float64, any shape
+    logits : array_like, float16, float32 or float64, any shape
     target : array_like, same shape, values in [0, 1]
         Integer or bool targets are converted.
     weight : array_like, optional
@@ -238,31 +239,106 @@ def _rowwise(logits, out, kind):
 
 
 def softmax(logits, *, out=None):
-    """``exp(x) / Σ exp(x)`` over the last axis, stably; same dtype as the input.
+    r"""Softmax over the last axis: :math:`p_j = e^{x_j} / \sum_k e^{x_k}`, computed stably.
 
+    Parameters
+    ----------
+    logits : array_like, float16, float32 or float64, shape (..., K)
+        Unnormalised scores, class axis last (K ≥ 1); ``-inf`` masks a class.
+    out : ndarray, optional
+        Receives the result: shape and dtype of ``logits``, C-contiguous, writeable.
+        ``out=logits`` overwrites the logits in place.
+
+    Returns
+    -------
+    ndarray, shape and dtype of ``logits``
+        The probabilities (``out`` itself when given); each row sums to 1 up to rounding.
+
+    Notes
+    -----
+    One pass finds the row maximum :math:`m`; a second writes :math:`e^{x_j - m}` and adds
+    them up (in float64) to :math:`S`; a third scales the row by :math:`1/S`. Nothing
+    overflows, and float16 rows are widened inside and rounded once on output. A masked
+    class (``-inf``) gets probability 0; a row of all ``-inf`` or with a NaN gives NaN.
+
+    Examples
+    --------
     >>> import numpy as np, xent_rs as xr
     >>> xr.softmax(np.array([0.0, np.log(3.0)]))
     array([0.25, 0.75])
+    >>> xr.softmax(np.array([[1000.0, 1000.0, -np.inf]]))  # no overflow; masked class 0
+    array([[0.5, 0.5, 0. ]])
+    >>> xr.softmax(np.zeros((2, 4), dtype=np.float16)).dtype
+    dtype('float16')
     """
     return _rowwise(logits, out, "softmax")
 
 
 def log_softmax(logits, *, out=None):
-    """``x − logsumexp(x)`` over the last axis, stably; same dtype as the input.
+    r"""Log-softmax over the last axis: :math:`x_j - \log \sum_k e^{x_k}`, computed stably.
 
+    Parameters
+    ----------
+    logits : array_like, float16, float32 or float64, shape (..., K)
+        Unnormalised scores, class axis last (K ≥ 1); ``-inf`` masks a class.
+    out : ndarray, optional
+        Receives the result: shape and dtype of ``logits``, C-contiguous, writeable.
+        ``out=logits`` overwrites the logits in place.
+
+    Returns
+    -------
+    ndarray, shape and dtype of ``logits``
+        The log-probabilities (``out`` itself when given), all ≤ 0.
+
+    Notes
+    -----
+    Computed as :math:`(x_j - m) - \log(1 + r)` with :math:`m` the row maximum and
+    :math:`r = \sum_k e^{x_k - m} - 1` summed without the maximal term, so a confident row
+    keeps full relative precision where ``log(softmax(x))`` would round to 0 or ``-inf``.
+    A masked class gives ``-inf``; a row of all ``-inf`` or with a NaN gives NaN.
+
+    Examples
+    --------
     >>> import numpy as np, xent_rs as xr
     >>> xr.log_softmax(np.array([0.0, 0.0]))
     array([-0.69314718, -0.69314718])
+    >>> float(xr.log_softmax(np.array([0.0, -50.0]))[0])  # log(1 + e^-50), not 0
+    -1.9287498479639178e-22
     """
     return _rowwise(logits, out, "log_softmax")
 
 
 def logsumexp(logits):
-    """``log Σ exp(x)`` over the last axis, stably; shape ``logits.shape[:-1]``.
+    r"""Log-sum-exp over the last axis: :math:`\log \sum_k e^{x_k}`, computed stably.
 
+    Parameters
+    ----------
+    logits : array_like, float16, float32 or float64, shape (..., K)
+        Unnormalised scores, class axis last (K ≥ 1); ``-inf`` masks a class.
+
+    Returns
+    -------
+    ndarray, shape ``logits.shape[:-1]``, dtype of ``logits``
+        One value per row (a 0-d array for 1-d input). This is the negative energy score
+        used for out-of-distribution detection, and what ``cross_entropy(...,
+        return_lse=True)`` also returns.
+
+    Notes
+    -----
+    Computed as :math:`m + \log(1 + r)` with :math:`m` the row maximum and
+    :math:`r = \sum_k e^{x_k - m} - 1` (the maximal term left out of the sum), so large
+    logits do not overflow and a dominant logit is exact. A masked class (``-inf``) adds
+    nothing; a row of all ``-inf``, or with a NaN, gives NaN (as the losses do).
+
+    Examples
+    --------
     >>> import numpy as np, xent_rs as xr
     >>> float(xr.logsumexp(np.array([1000.0, 1000.0])))  # doctest: +ELLIPSIS
     1000.693147...
+    >>> xr.logsumexp(np.log(np.array([[1.0, 3.0], [2.0, 2.0]])))
+    array([1.38629436, 1.38629436])
+    >>> xr.logsumexp(np.zeros((3, 5, 2), dtype=np.float32)).shape
+    (3, 5)
     """
     x = _v.class_logits(logits)
     out = np.empty(x.shape[:-1], dtype=x.dtype)

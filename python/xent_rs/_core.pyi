@@ -1,33 +1,56 @@
-"""Type stubs for the Rust extension (private: use the functions in ``xent_rs``)."""
+"""Type stubs for the Rust extension (private: use the functions in ``xent_rs``).
 
-from typing import Optional
+Every function takes C-contiguous, aligned, native-endian arrays of one float dtype
+(float16, float32 or float64, all array arguments of a call alike) and checks sizes,
+labels and aliasing itself; ``tests/test_stubs.py`` keeps these names and parameter lists
+equal to the compiled module's ``__text_signature__``.
+"""
+
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
 
+FloatArray = npt.NDArray[np.floating[Any]]
+IndexArray = npt.NDArray[np.int64]
+WeightArray = npt.NDArray[np.float64]
+
 def cce_check_labels(
-    labels: npt.NDArray[np.int64], k: int, ignore_index: int,
-    weight: Optional[npt.NDArray[np.float64]] = None,
-) -> float: ...
+    labels: IndexArray, k: int, ignore_index: int, weight: Optional[WeightArray] = None,
+) -> float:
+    """Validates index labels; returns the mean's divisor (Σ weight[label], non-ignored)."""
 def cce_forward_backward(
-    logits: np.ndarray, k: int, labels: Optional[npt.NDArray[np.int64]],
-    probs: Optional[np.ndarray], weight: Optional[npt.NDArray[np.float64]],
-    ignore_index: int, label_smoothing: float, scale: float, want_lse: bool,
-    losses: Optional[np.ndarray] = None, lse: Optional[np.ndarray] = None,
-    grad: Optional[np.ndarray] = None, hess: Optional[np.ndarray] = None,
+    logits: FloatArray, k: int, labels: Optional[IndexArray], probs: Optional[FloatArray],
+    weight: Optional[WeightArray], ignore_index: int, label_smoothing: float, scale: float,
+    want_lse: bool, losses: Optional[FloatArray] = None, lse: Optional[FloatArray] = None,
+    grad: Optional[FloatArray] = None, hess: Optional[FloatArray] = None,
     in_place: bool = False,
-) -> float: ...
+) -> float:
+    """Fused cross-entropy pass; fills the given outputs, returns the loss sum."""
 def bce_forward_backward(
-    logits: np.ndarray, target: np.ndarray, last: int,
-    weight: Optional[npt.NDArray[np.float64]], weight_full: bool,
-    pos_weight: Optional[npt.NDArray[np.float64]], pos_weight_full: bool,
-    label_smoothing: float, scale: float, losses: Optional[np.ndarray] = None,
-    grad: Optional[np.ndarray] = None, hess: Optional[np.ndarray] = None,
+    logits: FloatArray, target: FloatArray, last: int, weight: Optional[WeightArray],
+    weight_full: bool, pos_weight: Optional[WeightArray], pos_weight_full: bool,
+    label_smoothing: float, scale: float, losses: Optional[FloatArray] = None,
+    grad: Optional[FloatArray] = None, hess: Optional[FloatArray] = None,
     in_place: bool = False,
-) -> float: ...
-def rowwise(logits: np.ndarray, out: np.ndarray, k: int, kind: int,
-            in_place: bool = False) -> None: ...
+) -> float:
+    """Fused sigmoid BCE pass over flat arrays; fills the given outputs, returns the sum."""
+def rowwise(
+    logits: FloatArray, out: FloatArray, k: int,
+    kind: str, in_place: bool = False,
+) -> None:
+    """``kind`` "softmax" / "log_softmax" (``out`` shaped like ``logits``) or "logsumexp"
+    (one value per row)."""
+def top_label(logits: FloatArray, k: int, conf: WeightArray, argmax: IndexArray) -> None:
+    """Writes each row's top-label confidence (max softmax, float64) and first argmax."""
+def temperature_objective(
+    logits: FloatArray, k: int, labels: IndexArray, beta: float,
+    weight: Optional[WeightArray] = None,
+) -> Tuple[float, float, float]:
+    """(Σ w·loss, Σ w·d loss/d beta, Σ w) of cross-entropy at logits·beta."""
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
-def simd_path() -> str: ...
-def simd_paths_supported() -> list[str]: ...
+def simd_path() -> str:
+    """The instruction-set path float32 rows run on: "scalar", "avx2" or "avx512"."""
+def simd_paths_supported() -> list[str]:
+    """Every path this CPU supports, lowest first."""
