@@ -11,7 +11,7 @@ fi
 VPY=.venv/bin/python
 "$VPY" -m pip install --quiet --upgrade pip
 "$VPY" -m pip install --quiet "maturin>=1.7,<2" numpy pytest hypothesis scikit-learn \
-  matplotlib pytest-benchmark
+  matplotlib pytest-benchmark mypy
 
 rm -rf dist
 "$VPY" -m maturin build --release --out dist --interpreter "$VPY" >/dev/null
