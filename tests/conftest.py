@@ -12,9 +12,16 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import xent_rs as xr
 from xent_rs import _core
+
+# No clock in any property test: Hypothesis's per-example deadline (200 ms) and its
+# "data generation too slow" check both fail on a loaded machine, so both are off for the
+# whole suite (a test's own @settings inherits this profile).
+settings.register_profile("xent_rs", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("xent_rs")
 
 # Relative tolerance of a result against the float64 reference, by the logits' dtype.
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
