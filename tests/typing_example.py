@@ -37,7 +37,8 @@ def losses(z: FloatArray, y: npt.NDArray[np.int64]) -> Tuple[float, Tuple[int, .
     s: FloatArray = xr.logsumexp(z)
     xr.set_num_threads(xr.get_num_threads())
     r: float = float(reference.cross_entropy(z, y))
-    r_loss, r_grad = reference.cross_entropy(z, y, return_grad=True)
+    r_loss, r_grad = reference.cross_entropy(z, y, return_grad=True)  # Any: a tuple
+    r_rows: Tuple[int, ...] = reference.cross_entropy(z, y, reduction="none").shape
     rs: FloatArray = reference.softmax(z) + reference.log_softmax(z)
     path: str = _core.simd_path()
     return mean + float(total) + float(loss) + float(loss3) + float(loss4) + float(first) + \

@@ -280,15 +280,14 @@ def log_softmax(logits, *, out=None):
     Parameters
     ----------
     logits : array_like, float16, float32 or float64, shape (..., K)
-        Unnormalised scores, class axis last (K ≥ 1); ``-inf`` masks a class.
+        As for :func:`softmax`.
     out : ndarray, optional
-        Receives the result: shape and dtype of ``logits``, C-contiguous, writeable.
-        ``out=logits`` overwrites the logits in place.
+        As for :func:`softmax`: same shape and dtype as ``logits``, and may be ``logits``.
 
     Returns
     -------
     ndarray, shape and dtype of ``logits``
-        The log-probabilities (``out`` itself when given), all ≤ 0.
+        The log-probabilities, all ≤ 0 (``out`` itself when given).
 
     Notes
     -----

@@ -1,217 +1,200 @@
 """Type stubs for the public xent_rs API (the contract is ``docs/api.md``).
 
-The losses are overloaded on ``reduction`` and the ``return_*`` flags (as literals), so that
-the type of what they return follows what was asked for::
+The losses are overloaded on ``reduction`` and the ``return_*`` flags (as literals), so the
+type of what they return follows what was asked for::
 
     loss = xr.cross_entropy(z, y)                        # np.floating: float(loss)
     losses = xr.cross_entropy(z, y, reduction="none")    # ndarray: losses.shape
     loss, grad = xr.cross_entropy(z, y, return_grad=True)
 
-Flags that are plain ``bool`` values (not literals) give the union of every outcome.
+The other keyword arguments (``weight``, ``ignore_index``, ``label_smoothing``, ``out``, ...)
+are the same in every overload and are typed once, by the ``*Options`` dictionaries. Flags
+that are plain ``bool`` values (not literals) give ``Any``.
 """
 
-from typing import Any, Literal, Optional, Tuple, Union, overload
+from typing import Any, Optional, Tuple, TypedDict, overload
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Unpack
+
+from ._typing import FloatArray, No, Reduced, Reduction, Unreduced, Yes
 
 __version__: str
 __all__: list[str]
 MAX_THREADS: int
 
-FloatArray = npt.NDArray[np.floating[Any]]
-#: A reduced loss: a NumPy float scalar (of the logits' dtype; float32 for 16-bit logits).
+#: A reduced loss: a NumPy float scalar (of the logits' dtype).
 Scalar = np.floating[Any]
-Reduced = Literal["mean", "sum"]
-Reduction = Literal["mean", "sum", "none"]
-Loss = Union[Scalar, FloatArray]
-Result = Union[Loss, Tuple[Loss, FloatArray], Tuple[Loss, FloatArray, FloatArray],
-               Tuple[Loss, FloatArray, FloatArray, FloatArray]]
-_No = Literal[False]
-_Yes = Literal[True]
+
+class CrossEntropyOptions(TypedDict, total=False):
+    weight: Optional[npt.ArrayLike]
+    ignore_index: int
+    label_smoothing: float
+    out: Optional[FloatArray]
+
+class BCEOptions(TypedDict, total=False):
+    weight: Optional[npt.ArrayLike]
+    pos_weight: Optional[npt.ArrayLike]
+    label_smoothing: float
+    out: Optional[FloatArray]
 
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ..., out: Optional[FloatArray] = ...,
-    return_grad: _No = ..., return_hess: _No = ..., return_lse: _No = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: No = ..., return_hess: No = ..., return_lse: No = ...,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Scalar: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ..., out: Optional[FloatArray] = ...,
-    return_grad: _No = ..., return_hess: _No = ..., return_lse: _Yes,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: No = ..., return_hess: No = ..., return_lse: Yes,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[Scalar, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ..., out: Optional[FloatArray] = ...,
-    return_grad: _No = ..., return_hess: _Yes, return_lse: _No = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: No = ..., return_hess: Yes, return_lse: No = ...,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[Scalar, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ..., out: Optional[FloatArray] = ...,
-    return_grad: _No = ..., return_hess: _Yes, return_lse: _Yes,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: No = ..., return_hess: Yes, return_lse: Yes,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[Scalar, FloatArray, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ..., out: Optional[FloatArray] = ...,
-    return_grad: _Yes, return_hess: _No = ..., return_lse: _No = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: Yes, return_hess: No = ..., return_lse: No = ...,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[Scalar, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ..., out: Optional[FloatArray] = ...,
-    return_grad: _Yes, return_hess: _No = ..., return_lse: _Yes,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: Yes, return_hess: No = ..., return_lse: Yes,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[Scalar, FloatArray, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ..., out: Optional[FloatArray] = ...,
-    return_grad: _Yes, return_hess: _Yes, return_lse: _No = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: Yes, return_hess: Yes, return_lse: No = ...,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[Scalar, FloatArray, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ..., out: Optional[FloatArray] = ...,
-    return_grad: _Yes, return_hess: _Yes, return_lse: _Yes,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: Yes, return_hess: Yes, return_lse: Yes,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[Scalar, FloatArray, FloatArray, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"], out: Optional[FloatArray] = ...,
-    return_grad: _No = ..., return_hess: _No = ..., return_lse: _No = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: No = ..., return_hess: No = ..., return_lse: No = ...,
+    **options: Unpack[CrossEntropyOptions],
 ) -> FloatArray: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"], out: Optional[FloatArray] = ...,
-    return_grad: _No = ..., return_hess: _No = ..., return_lse: _Yes,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: No = ..., return_hess: No = ..., return_lse: Yes,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[FloatArray, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"], out: Optional[FloatArray] = ...,
-    return_grad: _No = ..., return_hess: _Yes, return_lse: _No = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: No = ..., return_hess: Yes, return_lse: No = ...,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[FloatArray, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"], out: Optional[FloatArray] = ...,
-    return_grad: _No = ..., return_hess: _Yes, return_lse: _Yes,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: No = ..., return_hess: Yes, return_lse: Yes,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[FloatArray, FloatArray, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"], out: Optional[FloatArray] = ...,
-    return_grad: _Yes, return_hess: _No = ..., return_lse: _No = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: Yes, return_hess: No = ..., return_lse: No = ...,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[FloatArray, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"], out: Optional[FloatArray] = ...,
-    return_grad: _Yes, return_hess: _No = ..., return_lse: _Yes,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: Yes, return_hess: No = ..., return_lse: Yes,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[FloatArray, FloatArray, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"], out: Optional[FloatArray] = ...,
-    return_grad: _Yes, return_hess: _Yes, return_lse: _No = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: Yes, return_hess: Yes, return_lse: No = ...,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[FloatArray, FloatArray, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"], out: Optional[FloatArray] = ...,
-    return_grad: _Yes, return_hess: _Yes, return_lse: _Yes,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: Yes, return_hess: Yes, return_lse: Yes,
+    **options: Unpack[CrossEntropyOptions],
 ) -> Tuple[FloatArray, FloatArray, FloatArray, FloatArray]: ...
 @overload
 def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduction = ..., out: Optional[FloatArray] = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduction = ...,
     return_grad: bool = ..., return_hess: bool = ..., return_lse: bool = ...,
-) -> Result: ...
+    **options: Unpack[CrossEntropyOptions],
+) -> Any: ...
 @overload
 def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Reduced = ..., out: Optional[FloatArray] = ...,
-    return_grad: _No = ..., return_hess: _No = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: No = ..., return_hess: No = ...,
+    **options: Unpack[BCEOptions],
 ) -> Scalar: ...
 @overload
 def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Reduced = ..., out: Optional[FloatArray] = ...,
-    return_grad: _No = ..., return_hess: _Yes,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: No = ..., return_hess: Yes,
+    **options: Unpack[BCEOptions],
 ) -> Tuple[Scalar, FloatArray]: ...
 @overload
 def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Reduced = ..., out: Optional[FloatArray] = ...,
-    return_grad: _Yes, return_hess: _No = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: Yes, return_hess: No = ...,
+    **options: Unpack[BCEOptions],
 ) -> Tuple[Scalar, FloatArray]: ...
 @overload
 def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Reduced = ..., out: Optional[FloatArray] = ...,
-    return_grad: _Yes, return_hess: _Yes,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: Yes, return_hess: Yes,
+    **options: Unpack[BCEOptions],
 ) -> Tuple[Scalar, FloatArray, FloatArray]: ...
 @overload
 def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Literal["none"], out: Optional[FloatArray] = ...,
-    return_grad: _No = ..., return_hess: _No = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: No = ..., return_hess: No = ...,
+    **options: Unpack[BCEOptions],
 ) -> FloatArray: ...
 @overload
 def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Literal["none"], out: Optional[FloatArray] = ...,
-    return_grad: _No = ..., return_hess: _Yes,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: No = ..., return_hess: Yes,
+    **options: Unpack[BCEOptions],
 ) -> Tuple[FloatArray, FloatArray]: ...
 @overload
 def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Literal["none"], out: Optional[FloatArray] = ...,
-    return_grad: _Yes, return_hess: _No = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: Yes, return_hess: No = ...,
+    **options: Unpack[BCEOptions],
 ) -> Tuple[FloatArray, FloatArray]: ...
 @overload
 def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Literal["none"], out: Optional[FloatArray] = ...,
-    return_grad: _Yes, return_hess: _Yes,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: Yes, return_hess: Yes,
+    **options: Unpack[BCEOptions],
 ) -> Tuple[FloatArray, FloatArray, FloatArray]: ...
 @overload
 def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Reduction = ..., out: Optional[FloatArray] = ...,
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduction = ...,
     return_grad: bool = ..., return_hess: bool = ...,
-) -> Result: ...
+    **options: Unpack[BCEOptions],
+) -> Any: ...
 def softmax(logits: npt.ArrayLike, *, out: Optional[FloatArray] = ...) -> FloatArray: ...
 def log_softmax(logits: npt.ArrayLike, *, out: Optional[FloatArray] = ...) -> FloatArray: ...
 def logsumexp(logits: npt.ArrayLike) -> FloatArray: ...

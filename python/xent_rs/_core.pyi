@@ -21,12 +21,13 @@ def cce_check_labels(
     """Validates index labels; returns the mean's divisor (Σ weight[label], non-ignored)."""
 def cce_forward_backward(
     logits: FloatArray, k: int, labels: Optional[IndexArray], probs: Optional[FloatArray],
-    weight: Optional[WeightArray], ignore_index: int, label_smoothing: float, scale: float,
+    weight: Optional[WeightArray], ignore_index: int, label_smoothing: float, divisor: float,
     want_lse: bool, losses: Optional[FloatArray] = None, lse: Optional[FloatArray] = None,
     grad: Optional[FloatArray] = None, hess: Optional[FloatArray] = None,
     in_place: bool = False,
 ) -> float:
-    """Fused cross-entropy pass; fills the given outputs, returns the loss sum."""
+    """Fused cross-entropy pass; fills the given outputs (gradient and Hessian divided by
+    ``divisor``: the mean's, 1 for the other reductions), returns the loss sum."""
 def bce_forward_backward(
     logits: FloatArray, target: FloatArray, last: int, weight: Optional[WeightArray],
     weight_full: bool, pos_weight: Optional[WeightArray], pos_weight_full: bool,

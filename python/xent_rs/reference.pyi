@@ -1,216 +1,66 @@
-"""Type stubs for ``xent_rs.reference``: the plain-NumPy float64 definitions (same signatures
-as the fast functions, without ``out``; everything is returned in float64)."""
+"""Type stubs for ``xent_rs.reference``: the plain-NumPy float64 definitions (the fast
+functions' signatures without ``out``; everything is returned in float64)."""
 
-from typing import Any, Dict, Literal, Optional, Tuple, Union, overload
+from typing import Any, Dict, Literal, Optional, Tuple, overload
 
 import numpy as np
 import numpy.typing as npt
 
+from ._typing import No, Reduced, Reduction, Unreduced
+
 __all__: list[str]
 
-FloatArray = npt.NDArray[np.float64]
-Scalar = np.float64
-Reduced = Literal["mean", "sum"]
-Reduction = Literal["mean", "sum", "none"]
-Loss = Union[Scalar, FloatArray]
-Result = Union[Loss, Tuple[Loss, FloatArray], Tuple[Loss, FloatArray, FloatArray],
-               Tuple[Loss, FloatArray, FloatArray, FloatArray]]
-_No = Literal[False]
-_Yes = Literal[True]
+Array64 = npt.NDArray[np.float64]
 Norm = Literal["l1", "l2", "max"]
 Strategy = Literal["uniform", "quantile"]
 Convention = Literal["right", "torchmetrics"]
 
-def logsumexp(logits: npt.ArrayLike) -> FloatArray: ...
-def log_softmax(logits: npt.ArrayLike) -> FloatArray: ...
-def softmax(logits: npt.ArrayLike) -> FloatArray: ...
+def logsumexp(logits: npt.ArrayLike) -> Array64: ...
+def log_softmax(logits: npt.ArrayLike) -> Array64: ...
+def softmax(logits: npt.ArrayLike) -> Array64: ...
+# Precise for the loss alone; with a return_* flag, Any (the tuple: the fast functions' stubs
+# type every combination).
 @overload
 def cross_entropy(
     logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ...,
-    return_grad: _No = ..., return_hess: _No = ..., return_lse: _No = ...,
-) -> Scalar: ...
+    ignore_index: int = ..., label_smoothing: float = ..., reduction: Reduced = ...,
+    return_grad: No = ..., return_hess: No = ..., return_lse: No = ...,
+) -> np.float64: ...
 @overload
 def cross_entropy(
     logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ...,
-    return_grad: _No = ..., return_hess: _No = ..., return_lse: _Yes,
-) -> Tuple[Scalar, FloatArray]: ...
+    ignore_index: int = ..., label_smoothing: float = ..., reduction: Unreduced,
+    return_grad: No = ..., return_hess: No = ..., return_lse: No = ...,
+) -> Array64: ...
 @overload
 def cross_entropy(
     logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ...,
-    return_grad: _No = ..., return_hess: _Yes, return_lse: _No = ...,
-) -> Tuple[Scalar, FloatArray]: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ...,
-    return_grad: _No = ..., return_hess: _Yes, return_lse: _Yes,
-) -> Tuple[Scalar, FloatArray, FloatArray]: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ...,
-    return_grad: _Yes, return_hess: _No = ..., return_lse: _No = ...,
-) -> Tuple[Scalar, FloatArray]: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ...,
-    return_grad: _Yes, return_hess: _No = ..., return_lse: _Yes,
-) -> Tuple[Scalar, FloatArray, FloatArray]: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ...,
-    return_grad: _Yes, return_hess: _Yes, return_lse: _No = ...,
-) -> Tuple[Scalar, FloatArray, FloatArray]: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduced = ...,
-    return_grad: _Yes, return_hess: _Yes, return_lse: _Yes,
-) -> Tuple[Scalar, FloatArray, FloatArray, FloatArray]: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"],
-    return_grad: _No = ..., return_hess: _No = ..., return_lse: _No = ...,
-) -> FloatArray: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"],
-    return_grad: _No = ..., return_hess: _No = ..., return_lse: _Yes,
-) -> Tuple[FloatArray, FloatArray]: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"],
-    return_grad: _No = ..., return_hess: _Yes, return_lse: _No = ...,
-) -> Tuple[FloatArray, FloatArray]: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"],
-    return_grad: _No = ..., return_hess: _Yes, return_lse: _Yes,
-) -> Tuple[FloatArray, FloatArray, FloatArray]: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"],
-    return_grad: _Yes, return_hess: _No = ..., return_lse: _No = ...,
-) -> Tuple[FloatArray, FloatArray]: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"],
-    return_grad: _Yes, return_hess: _No = ..., return_lse: _Yes,
-) -> Tuple[FloatArray, FloatArray, FloatArray]: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"],
-    return_grad: _Yes, return_hess: _Yes, return_lse: _No = ...,
-) -> Tuple[FloatArray, FloatArray, FloatArray]: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Literal["none"],
-    return_grad: _Yes, return_hess: _Yes, return_lse: _Yes,
-) -> Tuple[FloatArray, FloatArray, FloatArray, FloatArray]: ...
-@overload
-def cross_entropy(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    ignore_index: int = ..., label_smoothing: float = ...,
-    reduction: Reduction = ...,
+    ignore_index: int = ..., label_smoothing: float = ..., reduction: Reduction = ...,
     return_grad: bool = ..., return_hess: bool = ..., return_lse: bool = ...,
-) -> Result: ...
+) -> Any: ...
 @overload
 def binary_cross_entropy_with_logits(
     logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
     pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Reduced = ...,
-    return_grad: _No = ..., return_hess: _No = ...,
-) -> Scalar: ...
+    reduction: Reduced = ..., return_grad: No = ..., return_hess: No = ...,
+) -> np.float64: ...
 @overload
 def binary_cross_entropy_with_logits(
     logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
     pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Reduced = ...,
-    return_grad: _No = ..., return_hess: _Yes,
-) -> Tuple[Scalar, FloatArray]: ...
+    reduction: Unreduced, return_grad: No = ..., return_hess: No = ...,
+) -> Array64: ...
 @overload
 def binary_cross_entropy_with_logits(
     logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
     pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Reduced = ...,
-    return_grad: _Yes, return_hess: _No = ...,
-) -> Tuple[Scalar, FloatArray]: ...
-@overload
-def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Reduced = ...,
-    return_grad: _Yes, return_hess: _Yes,
-) -> Tuple[Scalar, FloatArray, FloatArray]: ...
-@overload
-def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Literal["none"],
-    return_grad: _No = ..., return_hess: _No = ...,
-) -> FloatArray: ...
-@overload
-def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Literal["none"],
-    return_grad: _No = ..., return_hess: _Yes,
-) -> Tuple[FloatArray, FloatArray]: ...
-@overload
-def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Literal["none"],
-    return_grad: _Yes, return_hess: _No = ...,
-) -> Tuple[FloatArray, FloatArray]: ...
-@overload
-def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Literal["none"],
-    return_grad: _Yes, return_hess: _Yes,
-) -> Tuple[FloatArray, FloatArray, FloatArray]: ...
-@overload
-def binary_cross_entropy_with_logits(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
-    pos_weight: Optional[npt.ArrayLike] = ..., label_smoothing: float = ...,
-    reduction: Reduction = ...,
-    return_grad: bool = ..., return_hess: bool = ...,
-) -> Result: ...
+    reduction: Reduction = ..., return_grad: bool = ..., return_hess: bool = ...,
+) -> Any: ...
 def reliability_curve(
     probs: npt.ArrayLike, labels: npt.ArrayLike, *, n_bins: int = ..., strategy: Strategy = ...,
     convention: Convention = ..., from_logits: bool = ...,
     sample_weight: Optional[npt.ArrayLike] = ...,
-) -> Tuple[FloatArray, FloatArray, FloatArray, FloatArray]: ...
+) -> Tuple[Array64, Array64, Array64, Array64]: ...
 def calibration_error(
     probs: npt.ArrayLike, labels: npt.ArrayLike, *, n_bins: int = ..., norm: Norm = ...,
     strategy: Strategy = ..., convention: Convention = ..., from_logits: bool = ...,
@@ -236,8 +86,8 @@ def temperature_objective(
 def fit_temperature(
     logits: npt.ArrayLike, labels: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
 ) -> float: ...
-def energy_score(logits: npt.ArrayLike, *, temperature: float = ...) -> FloatArray: ...
+def energy_score(logits: npt.ArrayLike, *, temperature: float = ...) -> Array64: ...
 def loss_breakdown(
     logits: npt.ArrayLike, labels: npt.ArrayLike, *, threshold: float = ...,
 ) -> Dict[str, Any]: ...
-def label_dependence(targets: npt.ArrayLike) -> FloatArray: ...
+def label_dependence(targets: npt.ArrayLike) -> Array64: ...
