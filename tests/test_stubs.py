@@ -20,7 +20,7 @@ import importlib
 import importlib.util
 import inspect
 import os
-import site
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -33,7 +33,6 @@ from xent_rs import calibration as cal
 from xent_rs import reference as ref
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(xr.__file__)))
 
 
 def stub_path(module):
@@ -198,27 +197,35 @@ def test_calibration_is_typed():
 
 # --------------------------------------------------------------------------------- mypy --
 
-def _run_mypy(path, cache_dir):
-    env = dict(os.environ)
-    env.pop("MYPYPATH", None)
-    site_dirs = set(site.getsitepackages() + [site.getusersitepackages()])
-    if PACKAGE_ROOT not in site_dirs:  # a source tree on PYTHONPATH, not an installed wheel
-        env["MYPYPATH"] = PACKAGE_ROOT
+def _run_mypy(path, stubs):
+    env = dict(os.environ, MYPYPATH=str(stubs))
     proc = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "--hide-error-context",
-         "--cache-dir", str(cache_dir), str(path)],
+         "--cache-dir", str(stubs / ".mypy_cache"), str(path)],
         capture_output=True, text=True, env=env, cwd=os.path.dirname(str(path)), timeout=600)
     return proc.returncode, proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
-def mypy_cache(tmp_path_factory):
+def stubs_only(tmp_path_factory):
+    """The imported package's stubs alone (``*.pyi`` and ``py.typed``), copied to a folder
+    for ``MYPYPATH``: mypy checks against exactly what ships, whether the package is an
+    installed wheel or a source tree, and never reads the implementation."""
     pytest.importorskip("mypy", reason="mypy is in the test extra (pip install xent_rs[test])")
-    return tmp_path_factory.mktemp("mypy_cache")
+    root = tmp_path_factory.mktemp("stubs")
+    package = os.path.dirname(os.path.abspath(xr.__file__))
+    for folder, _, files in os.walk(package):
+        for name in files:
+            if name.endswith(".pyi") or name == "py.typed":
+                dest = root / "xent_rs" / os.path.relpath(folder, package)
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copy(os.path.join(folder, name), dest / name)
+    assert (root / "xent_rs" / "__init__.pyi").exists()
+    return root
 
 
-def test_typing_example_passes_mypy_strict(mypy_cache):
-    code, out = _run_mypy(os.path.join(HERE, "typing_example.py"), mypy_cache)
+def test_typing_example_passes_mypy_strict(stubs_only):
+    code, out = _run_mypy(os.path.join(HERE, "typing_example.py"), stubs_only)
     assert code == 0, out
 
 
@@ -240,10 +247,10 @@ NEGATIVE = textwrap.dedent("""\
 NEGATIVE_LINES = list(range(5, 14))  # every line after the setup is a type error
 
 
-def test_type_errors_are_caught(mypy_cache, tmp_path):
+def test_type_errors_are_caught(stubs_only, tmp_path):
     path = tmp_path / "wrong.py"
     path.write_text(NEGATIVE)
-    code, out = _run_mypy(path, mypy_cache)
+    code, out = _run_mypy(path, stubs_only)
     assert code == 1, out
     flagged = sorted({int(line.split(":")[1]) for line in out.splitlines()
                       if line.startswith("wrong.py:") and ": error:" in line})
