@@ -102,8 +102,17 @@ def test_brier_and_decomposition_match_reference(seed, n, k, from_logits, coarse
         for strategy in STRATEGIES:
             d = cal.brier_decomposition(scores, labels, n_bins=n_bins, strategy=strategy,
                                         convention=convention, **kw)
-            r = ref.brier_decomposition(scores, labels, n_bins=n_bins, strategy=strategy,
-                                        convention=convention, **kw)
+            if from_logits and coarse and strategy == "quantile":
+                # Repeated probabilities put quantile edges exactly on data points, where
+                # the kernel's and NumPy's exponentials may differ in the last bit (see
+                # above): the reference bins the kernel's own probabilities here.
+                p = cal._rows.probabilities(scores, k == 0, True)
+                r = ref.brier_decomposition(p, labels, n_bins=n_bins, strategy=strategy,
+                                            convention=convention, sample_weight=w)
+                r["brier"] = ref.brier_score(scores, labels, **kw)
+            else:
+                r = ref.brier_decomposition(scores, labels, n_bins=n_bins, strategy=strategy,
+                                            convention=convention, **kw)
             for field in FIELDS:
                 assert close(getattr(d, field), r[field]), (field, convention, strategy)
             assert d.brier == brier

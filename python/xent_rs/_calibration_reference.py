@@ -223,11 +223,16 @@ def temperature_objective(logits, labels, beta, weight=None):
 def fit_temperature(logits, labels, *, weight=None):
     """T minimising the mean cross-entropy of logits / T: a log-spaced grid, then golden section.
 
-    Binary (N,) logits are treated as the two-class logits [0, z].
+    Binary (N,) logits are treated as the two-class logits [0, z]. When every weighted row's
+    unmasked logits are equal the loss is the same for every T, and 1.0 is returned.
     """
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim == 1:
         z = np.stack([np.zeros_like(z), z], axis=1)
+    labels = np.asarray(labels).astype(np.int64)
+    rows = [z[i] for i in range(len(z)) if weight is None or weight[labels[i]] > 0]
+    if all(len(set(row[np.isfinite(row)].tolist())) == 1 for row in rows):
+        return 1.0
 
     def loss(log_t):
         return temperature_objective(z, labels, math.exp(-log_t), weight)[0]

@@ -45,7 +45,7 @@ it is left out of every sum and of the MCE, and its mean confidence and accuracy
 from __future__ import annotations
 
 from ._accumulator import CalibrationAccumulator
-from ._binning import MAX_BINS, Convention, Norm, Strategy  # noqa: F401
+from ._binning import MAX_BIN_SLOTS, MAX_BINS, Convention, Norm, Strategy  # noqa: F401
 from ._diagnostics import label_dependence, loss_breakdown
 from ._metrics import brier_decomposition, brier_score, calibration_error, reliability_diagram
 from ._results import (BrierDecomposition, CalibrationResult, LossBreakdown,

@@ -27,9 +27,28 @@ CONVENTIONS = ("right", "torchmetrics")
 MAX_BINS = 10**7
 
 
+#: The most one-vs-rest bin slots, classes × bins (binary input: 1 × bins; the extra
+#: torchmetrics bin counted), that :func:`brier_decomposition` and
+#: :class:`CalibrationAccumulator` keep: three float64 each, 1.5 GiB at the limit.
+MAX_BIN_SLOTS = 2**26
+
+
 def check_n_bins(n_bins):
     """``n_bins`` as an int in ``[1, MAX_BINS]``."""
     return _v.bounded_integer(n_bins, "n_bins", 1, MAX_BINS)
+
+
+def check_bin_slots(n_bins, convention, classes):
+    """``ValueError`` naming ``n_bins`` when classes × bins exceeds :data:`MAX_BIN_SLOTS`.
+
+    ``classes`` is K, or 0 for binary input (one class is binned).
+    """
+    c = max(classes, 1)
+    slots = n_slots(n_bins, convention) * c
+    if slots > MAX_BIN_SLOTS:
+        raise ValueError(f"n_bins: {n_bins} bins for {c} class(es) need {slots} one-vs-rest "
+                         f"bin slots, more than MAX_BIN_SLOTS = 2**26 = {MAX_BIN_SLOTS}; use "
+                         f"fewer bins")
 
 
 def edges(confidence, n_bins, strategy):

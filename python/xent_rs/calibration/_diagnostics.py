@@ -68,7 +68,8 @@ def loss_breakdown(logits: ArrayLike, labels: ArrayLike, *,
         raise ValueError("logits: a row's loss is undefined (a binary logit of +inf); pass "
                          "finite logits")
     if np.isinf(loss).any():
-        raise ValueError("labels: a row's labelled class has logit -inf (infinite loss)")
+        raise ValueError("labels: a row's loss is infinite (its labelled class has logit -inf, "
+                         "or the loss exceeds the float64 range)")
     count = np.bincount(labels, minlength=k)
     loss_sum = np.bincount(labels, weights=loss, minlength=k)
     hits = np.bincount(labels, weights=correct, minlength=k)

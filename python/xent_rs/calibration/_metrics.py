@@ -15,10 +15,12 @@ from ._results import BrierDecomposition, ReliabilityDiagram, diagram_from_sums
 
 
 def _weights(sample_weight, n):
-    """Validated sample weights and their total; ``ValueError`` naming ``sample_weight``
-    when they sum to zero."""
-    w = _v.sample_weight(sample_weight, n)
-    return w, _rows.total_weight(w, n)
+    """Validated sample weights scaled by a power of two (the largest in [1, 2)), their
+    total and the exponent; ``ValueError`` naming ``sample_weight`` when they sum to zero."""
+    raw = _v.sample_weight(sample_weight, n)
+    exponent = _rows.weight_exponent(raw, n)
+    w = _rows.scaled_weights(raw, n, exponent)
+    return w, _rows.total_weight(w, n), exponent
 
 
 def _binned(probs, labels, n_bins, strategy, convention, from_logits, sample_weight):
@@ -28,11 +30,11 @@ def _binned(probs, labels, n_bins, strategy, convention, from_logits, sample_wei
     from_logits = _v.flag(from_logits, "from_logits")
     scores, binary = _v.scores(probs, "probs", from_logits)
     labels = _v.labels(labels, scores.shape[0], None if binary else scores.shape[1])
-    w, _ = _weights(sample_weight, scores.shape[0])
+    w, _, exponent = _weights(sample_weight, scores.shape[0])
     confidence, outcome = _rows.confidence_outcome(scores, labels, binary, from_logits)
     edges = _binning.edges(confidence, n_bins, strategy)
     sums = _binning.reliability_sums(confidence, outcome, w, edges, convention)
-    return edges, sums, binary
+    return edges, sums, binary, exponent
 
 
 def calibration_error(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15,
@@ -75,7 +77,9 @@ def calibration_error(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15,
         ``(N, K)`` probability matrix is formed.
     sample_weight : array_like, shape (N,), optional
         Non-negative weights; they weight the bin means and the bin shares. A bin whose
-        weight is zero counts as empty. Quantile edges ignore them.
+        weight is zero counts as empty. Quantile edges ignore them. Only their ratios
+        matter: they are scaled by a power of two before any sum (exact), so uniform weights
+        of any magnitude, 1e306 or a subnormal 1e-310, give the unweighted numbers.
 
     Returns
     -------
@@ -114,8 +118,8 @@ def calibration_error(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15,
     0.2918
     """
     _v.choice("norm", norm, _binning.NORMS)
-    _, (total, conf_sum, outcome_sum), _ = _binned(probs, labels, n_bins, strategy, convention,
-                                                   from_logits, sample_weight)
+    _, (total, conf_sum, outcome_sum), _, _ = _binned(probs, labels, n_bins, strategy,
+                                                      convention, from_logits, sample_weight)
     return _binning.error_from_sums(total, conf_sum, outcome_sum, norm)
 
 
@@ -163,16 +167,16 @@ def reliability_diagram(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15
     >>> d.mean_confidence.round(3).tolist(), d.accuracy.tolist()
     ([0.2, 0.85], [0.5, 1.0])
     """
-    edges, sums, binary = _binned(probs, labels, n_bins, strategy, convention, from_logits,
-                                  sample_weight)
-    return diagram_from_sums(edges, *sums, convention, binary)
+    edges, sums, binary, exponent = _binned(probs, labels, n_bins, strategy, convention,
+                                            from_logits, sample_weight)
+    return diagram_from_sums(edges, *sums, convention, binary, exponent)
 
 
 def _brier_setup(probs, labels, from_logits, sample_weight):
     from_logits = _v.flag(from_logits, "from_logits")
     scores, binary = _v.scores(probs, "probs", from_logits)
     labels = _v.labels(labels, scores.shape[0], None if binary else scores.shape[1])
-    w, total = _weights(sample_weight, scores.shape[0])
+    w, total, _ = _weights(sample_weight, scores.shape[0])
     return scores, labels, w, total, binary, from_logits
 
 
@@ -197,6 +201,7 @@ def brier_score(probs: ArrayLike, labels: ArrayLike, *, from_logits: bool = Fals
     labels : array_like, int, shape (N,)
     from_logits : bool, default False
     sample_weight : array_like, shape (N,), optional
+        Non-negative weights, scaled as in :func:`calibration_error` (only ratios matter).
 
     Returns
     -------
@@ -266,6 +271,12 @@ def brier_decomposition(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15
         Named tuple ``(reliability, resolution, uncertainty, brier)``, where ``brier`` is
         :func:`brier_score` of the same input.
 
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`calibration_error`, and ``ValueError`` naming ``n_bins`` when K × ``n_bins``
+        (the one-vs-rest bins) exceeds :data:`MAX_BIN_SLOTS` (2**26).
+
     References
     ----------
     .. [1] A. H. Murphy, "A new vector partition of the probability score", Journal of Applied
@@ -294,6 +305,7 @@ def brier_decomposition(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15
                                                                  sample_weight)
     n = scores.shape[0]
     k = 1 if binary else scores.shape[1]
+    _binning.check_bin_slots(n_bins, convention, 0 if binary else k)
     if strategy == "quantile":
         p = _rows.probabilities(scores, binary, from_logits)
         edges = _binning.edges(p, n_bins, strategy)

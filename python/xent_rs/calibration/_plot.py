@@ -120,9 +120,9 @@ def draw(diagram, ax_rel, ax_hist=None):
 
 
 def _draw_histogram(diagram, ax, left, width, outcome):
-    counts = diagram.counts
-    top = counts.max() if counts.size else 0.0
-    share = counts / counts.sum() if 0 < top < np.inf else counts
+    counts = diagram._relative_counts  # finite, even for weights beyond the float64 range
+    top = counts.max(initial=0.0)
+    share = counts / counts.sum() if top > 0 else counts
     ax.bar(left, share, width=width, align="edge", color=HISTOGRAM_COLOUR, edgecolor="black",
            linewidth=0.6)
     if top > 0:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple, Optional, Tuple
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
 from .. import _validate as _v
 from . import _binning
 from ._binning import Norm
+from ._rows import scale_by_power_of_two
 
 
 def frozen(a, dtype=None):
@@ -30,7 +33,8 @@ class ReliabilityDiagram:
         ``convention="torchmetrics"`` there are ``B = n_bins + 1`` bins and the last one is the
         degenerate bin ``[edges[-1], edges[-1]]`` (confidence exactly 1.0 for uniform bins).
     counts : ndarray, float64, shape (B,)
-        Total sample weight in each bin (the number of samples when unweighted).
+        Total sample weight in each bin (the number of samples when unweighted); ``inf``
+        where a bin's total weight exceeds the float64 range.
     mean_confidence : ndarray, float64, shape (B,)
         Weighted mean confidence in each bin; NaN for empty bins.
     accuracy : ndarray, float64, shape (B,)
@@ -50,10 +54,18 @@ class ReliabilityDiagram:
     mean_confidence: np.ndarray
     accuracy: np.ndarray
     binary: bool = False
+    # The counts times a power of two (largest in [1, 2)): finite even where the counts are
+    # not, for the calibration error and the histogram.
+    _relative_counts: Optional[np.ndarray] = field(default=None, repr=False)
 
     def __post_init__(self):
         for name in ("edges", "counts", "mean_confidence", "accuracy"):
             object.__setattr__(self, name, frozen(getattr(self, name), np.float64))
+        relative = self.counts if self._relative_counts is None else self._relative_counts
+        top = float(relative.max(initial=0.0))
+        if 0.0 < top < np.inf:
+            relative = scale_by_power_of_two(relative, 1 - math.frexp(top)[1])
+        object.__setattr__(self, "_relative_counts", frozen(relative, np.float64))
 
     @property
     def gap(self) -> np.ndarray:
@@ -80,12 +92,15 @@ class ReliabilityDiagram:
         filled = self.counts > 0
         if not filled.any():
             raise ValueError("counts: every bin is empty; the calibration error is undefined")
-        counts = self.counts
+        # From the counts scaled by a power of two (exact), so that their sum cannot
+        # overflow, nor their products underflow, whatever the weights were.
+        counts = self._relative_counts
         conf = np.where(filled, counts * self.mean_confidence, 0.0)
         acc = np.where(filled, counts * self.accuracy, 0.0)
         return _binning.error_from_sums(counts, conf, acc, norm)
 
-    def plot(self, ax=None, path=None) -> Tuple[object, Tuple[object, Optional[object]]]:
+    def plot(self, ax: Any = None, path: Union[str, "os.PathLike[str]", None] = None
+             ) -> Tuple[Any, Tuple[Any, Optional[Any]]]:
         """Draw the reliability diagram (Guo et al. 2017) over a confidence histogram.
 
         The upper panel has one bar per non-empty bin reaching the bin's accuracy, the gap
@@ -125,15 +140,17 @@ class ReliabilityDiagram:
         return png_bytes(self)
 
 
-def diagram_from_sums(edges, total, conf_sum, outcome_sum, convention, binary):
-    """A :class:`ReliabilityDiagram` from per-bin sums."""
+def diagram_from_sums(edges, total, conf_sum, outcome_sum, convention, binary, exponent=0):
+    """A :class:`ReliabilityDiagram` from per-bin sums of weights scaled by ``2**-exponent``
+    (``counts`` are the unscaled weights)."""
     if convention == "torchmetrics":
         edges = np.append(edges, edges[-1])
     with np.errstate(invalid="ignore", divide="ignore"):
         filled = total > 0
         mean_conf = np.where(filled, conf_sum / np.where(filled, total, 1.0), np.nan)
         accuracy = np.where(filled, outcome_sum / np.where(filled, total, 1.0), np.nan)
-    return ReliabilityDiagram(edges, total, mean_conf, accuracy, binary)
+    counts = scale_by_power_of_two(total, exponent or 0)
+    return ReliabilityDiagram(edges, counts, mean_conf, accuracy, binary, total)
 
 
 class BrierDecomposition(NamedTuple):
@@ -162,7 +179,7 @@ class CalibrationResult:
     count : int
         Number of samples.
     weight_sum : float
-        Total sample weight (``count`` when unweighted).
+        Total sample weight (``count`` when unweighted; ``inf`` beyond the float64 range).
     ece, rms, mce : float
         :func:`calibration_error` with ``norm="l1"``, ``"l2"``, ``"max"``.
     brier : float

@@ -6,9 +6,15 @@ accumulator relies on that to reproduce the one-shot numbers whatever the chunki
 numeric passes (softmax, sigmoid, negative log-likelihood, top-label confidence, the
 temperature objective) run in the Rust core through the public API; the float64 inputs given
 to it are what keeps float32 logits exact to float64 rounding here.
+
+Sample weights are scaled by a power of two before any sum (:func:`scaled_weights`): exact,
+so every metric (a ratio of weighted sums) is unchanged, and uniform weights of 1e306 or
+1e-310 give the numbers that no weights give instead of overflowing or underflowing.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -31,8 +37,44 @@ def row_chunks(n, k=1):
 # Sample weights.
 # --------------------------------------------------------------------------------------------
 
+def weight_exponent(sample_weight, n):
+    """The power of two that brings the largest weight into [1, 2); None without weight.
+
+    0 for unweighted rows (``sample_weight`` None, ``n > 0``); None when there are no rows or
+    every weight is 0 (nothing to scale).
+    """
+    if n == 0:
+        return None
+    if sample_weight is None:
+        return 0
+    top = float(sample_weight.max())
+    if top <= 0.0:
+        return None
+    return math.frexp(top)[1] - 1
+
+
+def scale_by_power_of_two(values, exponent):
+    """``values * 2**exponent``, exact unless it leaves the float64 range (then 0 or inf)."""
+    with np.errstate(over="ignore", under="ignore"):
+        return np.ldexp(values, exponent)
+
+
+def scaled_weights(sample_weight, n, exponent):
+    """Weights times ``2**-exponent`` as float64 (n,), or None for unit weights.
+
+    With the exponent of :func:`weight_exponent` the largest weight is in [1, 2), so sums of
+    up to 2**52 weights neither overflow nor lose the subnormal range, and every ratio of
+    weighted sums is what the unscaled weights give.
+    """
+    if exponent is None:
+        exponent = 0
+    if sample_weight is None:
+        return None if exponent == 0 else np.full(n, math.ldexp(1.0, -exponent))
+    return scale_by_power_of_two(sample_weight, -exponent)
+
+
 def total_weight(sample_weight, n):
-    """The total of the weights (``n`` when unweighted); ``ValueError`` if 0."""
+    """The total of the (scaled) weights (``n`` when unweighted); ``ValueError`` if 0."""
     total = float(n) if sample_weight is None else float(sample_weight.sum())
     if total <= 0:
         raise ValueError("sample_weight: the weights sum to zero; the metric is undefined")

@@ -39,12 +39,16 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *,
     labels : array_like, int, shape (N,)
     weight : array_like, shape (K,), optional
         Per-class weights, as ``cross_entropy``'s ``weight`` (weighted mean over rows).
-        ``(2,)`` for binary logits.
+        ``(2,)`` for binary logits. Only their ratios matter (they are scaled by a power of
+        two first, so uniform weights of any magnitude give the unweighted temperature).
 
     Returns
     -------
     float
-        The temperature ``T``; divide logits by it before the softmax.
+        The temperature ``T``; divide logits by it before the softmax. When the loss does
+        not depend on ``T`` at all, because every weighted row's logits are equal (apart from
+        masked classes), every ``T`` gives the same probabilities and 1.0 (leave the logits
+        as they are) is returned.
 
     Raises
     ------
@@ -72,15 +76,24 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *,
     2.0
     """
     z, labels, weight = _v.logits_and_labels(logits, labels, weight)
+    if weight is not None:  # only ratios matter: the largest weight into [1, 2), exactly
+        exponent = _rows.weight_exponent(weight, len(weight))
+        weight = _rows.scaled_weights(weight, len(weight), exponent)
+    live = _live_rows(z, labels, weight)
+    if _loss_is_constant(z, live):
+        return 1.0
     scale = float(np.max(np.abs(z[np.isfinite(z)]), initial=0.0))
-    if scale > 0.0 and not 1e-100 <= scale <= 1e100:
+    if not 1e-100 <= scale <= 1e100:
         # T scales with the logits: search on z / scale, where 1/T stays in range.
         t = fit_temperature(z / scale, labels, weight=weight) * scale
         if not np.finfo(np.float64).tiny <= t < np.inf:
             raise ValueError("logits: the fitted temperature is outside the float64 range "
                              f"(logits of magnitude {scale:g})")
         return float(t)
-    _check_finite_minimum(z, labels, weight)
+    z_y = z[np.arange(z.shape[0]), labels]
+    if (z_y[live] >= z[live].max(axis=1)).all():
+        raise ValueError("logits: every row's labelled class has the largest logit, so the "
+                         "loss keeps decreasing as T -> 0; no finite temperature minimises it")
 
     def slope(beta):
         return _rows.temperature_objective(z, labels, beta, weight)[1]
@@ -96,9 +109,9 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *,
     return _regula_falsi(slope, lo, g_lo, hi, g_hi)
 
 
-def _check_finite_minimum(z, labels, weight):
-    """``ValueError`` for the inputs whose loss has no finite minimiser T > 0 that is
-    visible without a pass over the logits."""
+def _live_rows(z, labels, weight):
+    """The rows of positive weight; ``ValueError`` when there are none, or when one has an
+    infinite loss at every temperature."""
     n = z.shape[0]
     if weight is not None:
         live = weight[labels] > 0
@@ -106,13 +119,19 @@ def _check_finite_minimum(z, labels, weight):
             raise ValueError("weight: every row's class has weight 0; the loss is undefined")
     else:
         live = np.ones(n, dtype=bool)
-    z_y = z[np.arange(n), labels]
-    if np.isneginf(z_y[live]).any():
+    if np.isneginf(z[np.arange(n), labels][live]).any():
         raise ValueError("labels: a row's labelled class has logit -inf (infinite loss at "
                          "every temperature)")
-    if (z_y[live] >= z[live].max(axis=1)).all():
-        raise ValueError("logits: every row's labelled class has the largest logit, so the "
-                         "loss keeps decreasing as T -> 0; no finite temperature minimises it")
+    return live
+
+
+def _loss_is_constant(z, live):
+    """Whether every live row's unmasked logits are equal: then softmax(z / T) is the same
+    for every T, and so is the loss."""
+    rows = z[live]
+    top = rows.max(axis=1)
+    bottom = np.where(np.isneginf(rows), np.inf, rows).min(axis=1)
+    return bool((top == bottom).all())
 
 
 def _bracket(slope, lo, g_lo, beta_cap):

@@ -1,0 +1,454 @@
+"""xent_rs.calibration under stress (issue 9): interrupted accumulator updates, bins that
+cost memory per update, sample weights of any magnitude, a constant temperature objective,
+and warnings escaping from extreme inputs."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+
+from xent_rs import calibration as cal
+from xent_rs import _calibration_reference as ref
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(cal.__file__))  # xent_rs/
+
+
+def problem(seed, n, k, *, from_logits=True, weighted=False):
+    """Random scores (k = 0: binary (n,)), labels and optional weights (some exactly 0)."""
+    rng = np.random.default_rng(seed)
+    if from_logits:
+        scores = rng.standard_normal((n,) if k == 0 else (n, k)) * 3.0
+    elif k == 0:
+        scores = rng.random(n)
+    else:
+        scores = rng.random((n, k)) ** 3
+        scores /= scores.sum(axis=1, keepdims=True)
+    labels = rng.integers(0, 2 if k == 0 else k, size=n)
+    w = None
+    if weighted:
+        w = rng.random(n) * (rng.random(n) > 0.2)
+        w[0] += 1.0
+    return scores, labels, w
+
+
+def snapshot(acc):
+    """Everything an accumulator holds, comparable with ==."""
+    state = acc._state
+    if state is None:
+        return None
+    return state.classes, state.exponent, state.stats.tobytes()
+
+
+def results_close(a, b, tol=1e-12):
+    da, db = a.as_dict(), b.as_dict()
+    assert da.keys() == db.keys()
+    for key in da:
+        x, y = da[key], db[key]
+        assert x == y or abs(x - y) <= tol * max(1.0, abs(y)), (key, x, y)
+    for name in ("counts", "mean_confidence", "accuracy"):
+        np.testing.assert_allclose(getattr(a.diagram, name), getattr(b.diagram, name),
+                                   rtol=tol, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Accumulator updates are all or nothing.
+# ----------------------------------------------------------------------------------------------
+
+class InterruptAt:
+    """A tracer raising ``exc`` at the ``at``-th line executed inside xent_rs (a signal
+    arriving between any two lines of the package); ``at=None`` only counts them."""
+
+    def __init__(self, at, exc):
+        self.at, self.exc, self.lines = at, exc, 0
+
+    def __call__(self, frame, event, arg):
+        return self.local if frame.f_code.co_filename.startswith(PACKAGE_DIR) else None
+
+    def local(self, frame, event, arg):
+        if event == "line":
+            self.lines += 1
+            if self.lines == self.at:
+                raise self.exc()
+        return self.local
+
+
+def run_traced(tracer, fn):
+    before = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        fn()
+    except (KeyboardInterrupt, MemoryError):
+        return True
+    finally:
+        sys.settrace(before)
+    return False
+
+
+def scenarios():
+    """(name, accumulator factory holding earlier data, the update to interrupt)."""
+    z, y, w = problem(1, 300, 5, weighted=True)
+    zb, yb, _ = problem(2, 200, 0)
+
+    def held(n_bins=7, **kw):
+        acc = cal.CalibrationAccumulator(n_bins, from_logits=True, **kw)
+        return acc.update(z[:100], y[:100], w[:100])
+
+    return [
+        # several chunks of sparse entries into existing statistics
+        ("chunks", held, lambda acc: acc.update(z[100:], y[100:], w[100:])),
+        # the first update: the statistics are allocated and swapped in
+        ("first", lambda: cal.CalibrationAccumulator(7, from_logits=True),
+         lambda acc: acc.update(z, y, w)),
+        # heavier weights than any so far: the held sums are rescaled
+        ("rescale", held, lambda acc: acc.update(z[100:], y[100:], w[100:] * 1e200)),
+        # more entries than slots: the update is folded into one dense array
+        ("dense", lambda: held(n_bins=1), lambda acc: acc.update(z[100:], y[100:])),
+        ("binary", lambda: cal.CalibrationAccumulator(4, from_logits=True).update(
+            zb[:50], yb[:50]), lambda acc: acc.update(zb[50:], yb[50:])),
+        ("merge", held, lambda acc: acc.merge(
+            cal.CalibrationAccumulator(7, from_logits=True).update(z[100:], y[100:],
+                                                                   w[100:] * 1e-250))),
+    ]
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, MemoryError])
+@pytest.mark.parametrize("index", range(6), ids=[s[0] for s in scenarios()])
+def test_an_interrupted_update_changes_nothing(monkeypatch, index, exc):
+    monkeypatch.setattr(cal._rows, "_CHUNK_ELEMENTS", 5 * 64)  # 64-row chunks
+    name, make, step = scenarios()[index]
+    clean = make()
+    counter = InterruptAt(None, exc)
+    assert not run_traced(counter, lambda: step(clean))
+    done = snapshot(clean)
+    assert counter.lines > 20
+    unchanged = 0
+    for at in range(1, counter.lines + 1):
+        acc = make()
+        before = snapshot(acc)
+        interrupted = run_traced(InterruptAt(at, exc), lambda: step(acc))
+        assert interrupted
+        now = snapshot(acc)
+        # Interrupted before the one-step commit: as before; after it: the whole update.
+        assert now in (before, done), (name, at)
+        if now == before:
+            unchanged += 1
+            step(acc)  # the retry counts the update once
+            assert snapshot(acc) == done, (name, at)
+    assert unchanged >= counter.lines - 3  # the commit is the update's last step
+
+
+def test_a_helper_failing_on_its_jth_call_changes_nothing(monkeypatch):
+    """The issue's recipe: an internal helper raises on its j-th call, for several j."""
+    monkeypatch.setattr(cal._rows, "_CHUNK_ELEMENTS", 4 * 50)  # 50-row chunks: 6 calls
+    z, y, w = problem(3, 300, 4, weighted=True)
+    clean = cal.CalibrationAccumulator(9, from_logits=True).update(z[:40], y[:40])
+    clean.update(z, y, w)
+    real = cal._rows.nll_rows
+    for j in range(1, 7):
+        calls = []
+
+        def flaky(*args):
+            calls.append(1)
+            if len(calls) == j:
+                raise KeyboardInterrupt
+            return real(*args)
+
+        acc = cal.CalibrationAccumulator(9, from_logits=True).update(z[:40], y[:40])
+        before = snapshot(acc)
+        monkeypatch.setattr(cal._rows, "nll_rows", flaky)
+        with pytest.raises(KeyboardInterrupt):
+            acc.update(z, y, w)
+        monkeypatch.setattr(cal._rows, "nll_rows", real)
+        assert snapshot(acc) == before and acc.count == 40
+        acc.update(z, y, w)
+        assert snapshot(acc) == snapshot(clean)
+        results_close(acc.result(), clean.result(), 0)
+
+
+def test_a_refused_update_changes_nothing():
+    acc = cal.CalibrationAccumulator(5, from_logits=True).update(*problem(4, 50, 3)[:2])
+    before = snapshot(acc)
+    for bad in [lambda: acc.update(np.zeros((4, 4)), [0, 1, 2, 3]),       # another K
+                lambda: acc.update(np.zeros((4, 3)), [0, 1, 2, 3]),       # label 3
+                lambda: acc.update(np.zeros((2, 3)), [0, 1], [1.0, -1.0])]:
+        with pytest.raises(ValueError):
+            bad()
+        assert snapshot(acc) == before
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Bin memory: allocated once, per-update work proportional to the rows; a documented limit.
+# ----------------------------------------------------------------------------------------------
+
+def traced_peak(fn):
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_one_row_update_costs_the_row_not_the_bins():
+    n_bins, k = 100_000, 50                       # 5e6 one-vs-rest slots: 120 MB of sums
+    z, y, _ = problem(5, 3, k)
+    acc = cal.CalibrationAccumulator(n_bins, from_logits=True)
+    state_bytes = 8 * 3 * (n_bins * (k + 1))
+    first = traced_peak(lambda: acc.update(z[:1], y[:1]))
+    assert state_bytes <= first < 1.05 * state_bytes  # the statistics, allocated once
+    stats = acc._state.stats
+    for i in (1, 2):
+        peak = traced_peak(lambda: acc.update(z[i:i + 1], y[i:i + 1]))
+        assert peak < 64 * 1024, peak                 # was two copies of the sums: 240 MB
+        assert acc._state.stats is stats              # updated in place, not reallocated
+    got = acc.result()
+    assert got.count == 3
+    assert got.ece == pytest.approx(cal.calibration_error(z, y, n_bins=n_bins,
+                                                          from_logits=True), rel=1e-12)
+    d = cal.brier_decomposition(z, y, n_bins=n_bins, from_logits=True)
+    assert got.reliability == pytest.approx(d.reliability, rel=1e-12)
+    assert got.resolution == pytest.approx(d.resolution, rel=1e-12, abs=1e-15)
+
+
+def test_one_shot_decomposition_allocates_its_bins_once(monkeypatch):
+    monkeypatch.setattr(cal._rows, "_CHUNK_ELEMENTS", 50 * 10)    # 10-row chunks: 20 of them
+    n_bins, k = 20_000, 50
+    z, y, _ = problem(6, 200, k)
+    peak = traced_peak(lambda: cal.brier_decomposition(z, y, n_bins=n_bins, from_logits=True))
+    assert peak < 1.5 * 8 * 3 * n_bins * k   # one (3, K, bins) array, not one per chunk
+    r = ref.brier_decomposition(z, y, n_bins=n_bins, from_logits=True)
+    got = cal.brier_decomposition(z, y, n_bins=n_bins, from_logits=True)
+    assert got.reliability == pytest.approx(r["reliability"], rel=1e-12)
+
+
+def test_classes_times_bins_beyond_the_limit_is_refused_naming_n_bins():
+    assert cal.MAX_BIN_SLOTS == 2**26
+    z = np.random.default_rng(7).standard_normal((1, 100))
+    acc = cal.CalibrationAccumulator(n_bins=10**6, from_logits=True)   # 1e8 slots
+    with pytest.raises(ValueError, match=r"^n_bins: .*2\*\*26"):
+        acc.update(z, [3])
+    assert acc._state is None and acc.count == 0
+    acc.update(np.zeros((1, 60)), [0])          # 6e7 slots: within the limit
+    with pytest.raises(ValueError, match="^n_bins:"):
+        cal.brier_decomposition(np.full((2, 100), 0.01), [0, 1], n_bins=10**6)
+    # The limit counts torchmetrics' extra bin: 2**20 bins + 1 for 64 classes is one row
+    # of 64 slots too many.
+    cal._binning.check_bin_slots(2**20 - 1, "torchmetrics", 64)
+    cal._binning.check_bin_slots(2**20, "right", 64)
+    with pytest.raises(ValueError, match="^n_bins:"):
+        cal._binning.check_bin_slots(2**20, "torchmetrics", 64)
+    cal._binning.check_bin_slots(10**7, "torchmetrics", 0)  # binary: one class binned
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Uniform sample weights change nothing, whatever their magnitude.
+# ----------------------------------------------------------------------------------------------
+
+SCALES = [1e306, 1e-306, 1e-310, 2.0**-1074, 1.7e308]
+
+
+def close(a, b, tol=1e-12):
+    return a == b or abs(a - b) <= tol * max(1.0, abs(b))
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("k", [0, 4])
+def test_uniform_weights_of_any_magnitude_change_nothing(scale, k):
+    n = 100                                     # n * 1.7e308 overflows: bins must not
+    z, y, _ = problem(8, n, k)
+    w = np.full(n, scale)
+    kw = dict(from_logits=True)
+    for strategy in ("uniform", "quantile"):
+        for convention in ("right", "torchmetrics"):
+            bins = dict(n_bins=8, strategy=strategy, convention=convention, **kw)
+            for norm in ("l1", "l2", "max"):
+                plain = cal.calibration_error(z, y, norm=norm, **bins)
+                assert close(cal.calibration_error(z, y, norm=norm, sample_weight=w, **bins),
+                             plain)
+            d0 = cal.reliability_diagram(z, y, **bins)
+            d1 = cal.reliability_diagram(z, y, sample_weight=w, **bins)
+            np.testing.assert_allclose(d1.mean_confidence, d0.mean_confidence, rtol=1e-12)
+            np.testing.assert_allclose(d1.accuracy, d0.accuracy, rtol=1e-12)
+            finite = d0.counts * scale < np.inf
+            np.testing.assert_allclose(d1.counts[finite], d0.counts[finite] * scale,
+                                       rtol=1e-12)
+            assert close(d1.calibration_error("l2"), d0.calibration_error("l2"))
+            b0 = cal.brier_decomposition(z, y, **bins)
+            b1 = cal.brier_decomposition(z, y, sample_weight=w, **bins)
+            for a, b in zip(b1, b0):
+                assert close(a, b), (b1, b0)
+    assert close(cal.brier_score(z, y, sample_weight=w, **kw), cal.brier_score(z, y, **kw))
+    plain = cal.CalibrationAccumulator(6, from_logits=True).update(z, y).result()
+    heavy = cal.CalibrationAccumulator(6, from_logits=True)
+    for rows in np.array_split(np.arange(n), 3):
+        heavy.update(z[rows], y[rows], w[rows])
+    got = heavy.result()
+    assert got.weight_sum == pytest.approx(n * scale, rel=1e-12) or (
+        n * scale == np.inf and got.weight_sum == np.inf)
+    for key in ("ece", "rms", "mce", "brier", "reliability", "resolution", "uncertainty",
+                "nll", "accuracy", "mean_confidence"):
+        assert close(getattr(got, key), getattr(plain, key)), key
+    merged = cal.CalibrationAccumulator(6, from_logits=True)
+    merged.merge(cal.CalibrationAccumulator(6, from_logits=True).update(z[:40], y[:40],
+                                                                          w[:40]))
+    merged.merge(cal.CalibrationAccumulator(6, from_logits=True).update(z[40:], y[40:],
+                                                                          w[40:]))
+    assert close(merged.result().ece, plain.ece) and close(merged.result().nll, plain.nll)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("binary", [False, True])
+def test_uniform_class_weights_of_any_magnitude_leave_the_temperature(scale, binary):
+    rng = np.random.default_rng(9)
+    z = rng.standard_normal(400 if binary else (400, 4)) * 3.0
+    if binary:  # labels drawn at temperature 1.8, so that a finite T fits
+        y = (rng.random(400) < 1 / (1 + np.exp(-z / 1.8))).astype(int)
+    else:
+        p = np.exp(z / 1.8)
+        y = ((p / p.sum(1, keepdims=True)).cumsum(1) < rng.random((400, 1))).sum(1).clip(0, 3)
+    t = cal.fit_temperature(z, y)
+    got = cal.fit_temperature(z, y, weight=np.full(2 if binary else 4, scale))
+    assert got == pytest.approx(t, rel=1e-7)
+
+
+def test_weights_spanning_the_float_range_merge_like_one_shot():
+    """Parts weighted 1e-300 and 1e300: each accumulator keeps its own scale; merged, the
+    light part is negligible exactly as in the one-shot metrics on the joined weights."""
+    z, y, w = problem(10, 300, 3, weighted=True)
+    scale = np.where(np.arange(300) < 150, 1e-300, 1e300)
+    ws = w * scale
+    one = cal.CalibrationAccumulator(5, from_logits=True).update(z[150:], y[150:], ws[150:])
+    two = cal.CalibrationAccumulator(5, from_logits=True).update(z[:150], y[:150], ws[:150])
+    for first, second in [(one, two), (two, one)]:
+        acc = cal.CalibrationAccumulator(5, from_logits=True).merge(first).merge(second)
+        got = acc.result()
+        assert close(got.ece, cal.calibration_error(z, y, n_bins=5, from_logits=True,
+                                                    sample_weight=ws))
+        assert close(got.brier, cal.brier_score(z, y, from_logits=True, sample_weight=ws))
+        assert close(got.ece, cal.calibration_error(z[150:], y[150:], n_bins=5,
+                                                    from_logits=True, sample_weight=w[150:]))
+        assert got.count == 300
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. A temperature objective that does not depend on T.
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("z, y", [
+    (np.zeros((5, 3)), [0, 1, 2, 0, 1]),                           # all equal
+    (np.array([[2.0, 2.0], [-1.0, -1.0], [7.0, 7.0]]), [0, 1, 1]),  # equal within each row
+    (np.array([[1.0, 1.0, -np.inf], [0.0, -np.inf, 0.0]]), [1, 2]),  # masked classes aside
+    (np.zeros(4), [0, 1, 1, 0]),                                    # binary logits of 0
+    (np.full((3, 4), 1e300), [0, 1, 2]),                            # beyond the rescaling
+    (np.full((3, 4), 1e-300), [3, 1, 2]),
+])
+def test_a_constant_temperature_objective_gives_one(z, y):
+    assert cal.fit_temperature(z, y) == 1.0
+    assert ref.fit_temperature(z, y) == 1.0
+    z2 = np.stack([np.zeros_like(z), z], axis=1) if np.ndim(z) == 1 else z
+    losses = [ref.temperature_objective(z2, y, beta)[0] for beta in (1e-3, 1.0, 1e3)]
+    assert max(losses) - min(losses) < 1e-12     # the loss really is constant
+
+
+def test_constant_rows_do_not_hide_the_others():
+    # Rows of equal logits add a constant; the other rows decide.
+    const = np.zeros((3, 2))
+    right = np.array([[3.0, 0.0], [0.0, 2.0]])
+    with pytest.raises(ValueError, match="^logits:.*T -> 0"):
+        cal.fit_temperature(np.vstack([const, right]), [0, 1, 0, 0, 1])
+    rng = np.random.default_rng(11)
+    z = rng.standard_normal((300, 3)) * 2.0
+    y = rng.integers(0, 3, 300)
+    both = cal.fit_temperature(np.vstack([z, np.zeros((50, 3))]), np.append(y, [0] * 50))
+    assert both == pytest.approx(ref.fit_temperature(np.vstack([z, np.zeros((50, 3))]),
+                                                     np.append(y, [0] * 50)), rel=1e-5)
+    # Rows of weight zero do not count: what is left is constant.
+    w = np.array([1.0, 0.0])
+    assert cal.fit_temperature(np.array([[0.0, 0.0], [0.0, 5.0]]), [0, 1], weight=w) == 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. No warning escapes from the package, whatever the input.
+# ----------------------------------------------------------------------------------------------
+
+def extreme_inputs():
+    big = np.array([[1e308, -1e308, 0.0], [-1e308, 1e308, 1e308], [0.0, 0.0, -np.inf],
+                    [5e-324, -5e-324, 0.0]])
+    big32 = np.array([[3.4e38, -3.4e38, 0.0], [0.0, -3.4e38, 3.4e38]], dtype=np.float32)
+    half = np.array([[65504.0, -65504.0], [0.0, 65504.0]], dtype=np.float16)
+    binary = np.array([1e308, -1e308, np.inf, -np.inf, 0.0, 5e-324])
+    wide = np.array([1e4000, -1e4000, 1.0], dtype=np.longdouble) if (
+        np.finfo(np.longdouble).max > 1e308) else np.array([np.inf, -np.inf, 1.0])
+    probs = np.array([[1.0, 0.0, 0.0], [5e-324, 1.0 - 5e-324, 0.0], [0.0, 0.0, 1.0]])
+    pbin = np.array([0.0, 1.0, 5e-324, 1.0 - 2**-53])
+    return [
+        (big, [0, 1, 2, 0], True), (big32, [1, 0], True), (half, [1, 0], True),
+        (binary, [0, 1, 0, 1, 1, 0], True), (wide, [0, 1, 1], True),
+        (probs, [1, 0, 2], False), (pbin, [1, 0, 1, 0], False),
+    ]
+
+
+WEIGHTS = [None, "huge", "tiny", "mixed"]
+
+
+def weights_for(kind, n):
+    return {None: None, "huge": np.full(n, 1.7e308), "tiny": np.full(n, 5e-324),
+            "mixed": np.resize([1.7e308, 5e-324, 0.0, 1.0], n)}[kind]
+
+
+@pytest.mark.parametrize("case", range(7))
+@pytest.mark.parametrize("wkind", WEIGHTS)
+def test_no_warning_escapes_from_binned_metrics(case, wkind):
+    scores, labels, fl = extreme_inputs()[case]
+    w = weights_for(wkind, len(labels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for strategy in ("uniform", "quantile"):
+            for convention in ("right", "torchmetrics"):
+                kw = dict(n_bins=4, strategy=strategy, convention=convention, from_logits=fl,
+                          sample_weight=w)
+                for norm in ("l1", "l2", "max"):
+                    assert 0 <= cal.calibration_error(scores, labels, norm=norm, **kw) <= 1
+                d = cal.reliability_diagram(scores, labels, **kw)
+                d.calibration_error()
+                assert all(math.isfinite(v) for v in cal.brier_decomposition(scores, labels,
+                                                                               **kw))
+        assert 0 <= cal.brier_score(scores, labels, from_logits=fl, sample_weight=w) <= 2
+        acc = cal.CalibrationAccumulator(4, from_logits=fl)
+        acc.update(scores, labels, w).update(scores, labels)
+        acc.merge(cal.CalibrationAccumulator(4, from_logits=fl).update(scores, labels, w))
+        r = acc.result()
+        assert 0 <= r.ece <= 1 and r.nll >= 0
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_no_warning_escapes_from_logit_diagnostics(case):
+    z, y, _ = extreme_inputs()[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for t in (1e-310, 1e-300, 1.0, 1e300, 1.7e308):
+            e = cal.energy_score(np.atleast_2d(z), temperature=t)
+            assert not np.isnan(e).any()
+        try:
+            t = cal.fit_temperature(z, y)
+            assert t > 0
+        except ValueError as exc:
+            assert str(exc).startswith(("logits", "labels")), exc
+        for weight in (None, "huge"):
+            k = 2 if np.ndim(z) == 1 else np.shape(z)[1]
+            cw = None if weight is None else np.full(k, 1.7e308)
+            try:
+                cal.fit_temperature(z, y, weight=cw)
+            except ValueError as exc:
+                assert str(exc).startswith(("logits", "labels")), exc
+        try:
+            b = cal.loss_breakdown(z, y)
+            assert b.mean_loss >= 0
+        except ValueError as exc:
+            assert str(exc).startswith(("logits", "labels")), exc
