@@ -88,15 +88,16 @@ class CalibrationAccumulator:
     files, distributed partitions) equals the one-shot functions on the whole of it, up to
     float64 rounding (about 1e-15 relative).
 
-    Memory is allocated once, at the first update: ``24 * (n_bins + 1) * (C + 1)`` bytes for
-    C classes (C = 1 for binary input), at most :data:`MAX_BIN_SLOTS` one-vs-rest slots
-    ``C * n_bins`` (a ``ValueError`` naming ``n_bins`` beyond). An update costs time and
-    memory in proportion to its rows times K, whatever ``n_bins`` is, and is all or nothing:
-    an exception anywhere in it (``KeyboardInterrupt``, ``MemoryError``) leaves the
-    accumulator as it was, so that the update can be retried. Sample weights are scaled by
-    a power of two before they are summed (exact; the scale is kept with the sums), so
-    weights of any magnitude give the numbers that their ratios give. Counts are exact up to
-    2**53 samples.
+    The statistics are allocated once, at the first update: about ``24 * n_bins * (C + 1)``
+    bytes for C classes (C = 1 for binary input), with at most :data:`MAX_BIN_SLOTS`
+    (2**26) one-vs-rest slots ``C * n_bins`` (a ``ValueError`` naming ``n_bins`` beyond).
+    An update costs time and memory in proportion to its rows times K, whatever ``n_bins``
+    is, and is all or nothing: an exception anywhere in it (``KeyboardInterrupt``,
+    ``MemoryError``) leaves the accumulator as it was, so that the update can be retried.
+    Sample weights are scaled by a power of two before they are summed (exact; the scale
+    is kept with the sums), so weights of any magnitude give the numbers their ratios give;
+    an update whose largest weight passes a power of two that no earlier weight reached
+    rescales (copies) the statistics once. Counts are exact up to 2**53 samples.
 
     Parameters
     ----------
