@@ -98,22 +98,6 @@ def misaligned(a):
     return view
 
 
-def _rowwise_kinds():
-    """The private ``_core.rowwise`` selects its operation by ``kind``: the strings
-    "softmax" / "log_softmax" / "logsumexp", or (older builds) the integers 0 / 1 / 2."""
-    names = ("softmax", "log_softmax", "logsumexp")
-    x = np.zeros((1, 2), np.float32)
-    try:
-        _core.rowwise(x, np.empty_like(x), 2, "softmax", False)
-    except TypeError:
-        return dict(zip(names, range(3)))
-    return {name: name for name in names}
-
-
-#: ``kind`` arguments of ``_core.rowwise`` by operation name, for the tests that call it.
-ROWWISE_KIND = _rowwise_kinds()
-
-
 # ------------------------------------------------------------------ child interpreters --
 
 def subprocess_env(**extra):

@@ -105,7 +105,7 @@ import xent_rs as xr
 from xent_rs import _core
 from xent_rs import calibration as cal
 from xent_rs import reference as ref
-from conftest import ROWWISE_KIND, assert_close, misaligned, raises, run_script
+from conftest import assert_close, misaligned, raises, run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 
@@ -1433,9 +1433,7 @@ _RO.flags.writeable = False
 _SHARED = np.zeros((4, 3), F32)
 _P = np.full((4, 3), 1 / 3, F32)
 _TL = np.zeros(4)
-_SM, _LSE = ROWWISE_KIND["softmax"], ROWWISE_KIND["logsumexp"]
-# Kinds that name no operation (integers for builds that take 0 / 1 / 2, else strings).
-_BAD_KINDS = (9, 256, -1) if _SM == 0 else ("softmin", "SOFTMAX", "")
+_SM, _LSE = "softmax", "logsumexp"
 
 # Every call is inconsistent in some way the Python layer would have caught.
 CORE_BAD_CALLS = {
@@ -1550,9 +1548,10 @@ CORE_BAD_CALLS = {
     "bce_weight_2d": (_core.bce_forward_backward, XC.ravel(), XC.ravel(), 3, np.ones((1, 3)),
                       False, None, False, 0.0, 1.0),
     "rowwise_out_short": (_core.rowwise, XC, np.zeros(5, F32), 3, _SM),
-    "rowwise_kind_bad": (_core.rowwise, XC, np.zeros((4, 3), F32), 3, _BAD_KINDS[0]),
-    "rowwise_kind_huge": (_core.rowwise, XC, np.zeros((4, 3), F32), 3, _BAD_KINDS[1]),
-    "rowwise_kind_negative": (_core.rowwise, XC, np.zeros((4, 3), F32), 3, _BAD_KINDS[2]),
+    "rowwise_kind_unknown": (_core.rowwise, XC, np.zeros((4, 3), F32), 3, "softmin"),
+    "rowwise_kind_case": (_core.rowwise, XC, np.zeros((4, 3), F32), 3, "SOFTMAX"),
+    "rowwise_kind_empty": (_core.rowwise, XC, np.zeros((4, 3), F32), 3, ""),
+    "rowwise_kind_int": (_core.rowwise, XC, np.zeros((4, 3), F32), 3, 0),
     "rowwise_kind_float": (_core.rowwise, XC, np.zeros((4, 3), F32), 3, 0.5),
     "rowwise_lse_out_rows": (_core.rowwise, XC, np.zeros(3, F32), 3, _LSE),
     "rowwise_k_not_dividing": (_core.rowwise, np.zeros(6, F32), np.zeros(6, F32), 4, _SM),
@@ -1629,9 +1628,8 @@ def _core_call(data):
                 1.0, np.empty(n * k, dt), np.empty(n * k, dt), np.empty(n * k, dt), False]
         call = _core.bce_forward_backward
     elif fn == "rowwise":
-        op = data.draw(st.sampled_from(sorted(ROWWISE_KIND)))
-        args = [x, np.empty(n if op == "logsumexp" else (n, k), dt), k, ROWWISE_KIND[op],
-                False]
+        op = data.draw(st.sampled_from(["softmax", "log_softmax", "logsumexp"]))
+        args = [x, np.empty(n if op == "logsumexp" else (n, k), dt), k, op, False]
         call = _core.rowwise
     elif fn == "top":
         args = [x, k, np.empty(n), np.empty(n, np.int64)]
@@ -1653,8 +1651,10 @@ def _core_call(data):
         old = args[i]
         if isinstance(old, bool):
             args[i] = not old
-        elif isinstance(old, int):  # k, ignore_index, kind
+        elif isinstance(old, int):  # k, ignore_index
             args[i] = data.draw(st.sampled_from([0, 1, k + 1, 2 * k, -1, 2**63, -(2**63)]))
+        elif isinstance(old, str):  # rowwise's kind
+            args[i] = data.draw(st.sampled_from(["", "softmin", "LOGSUMEXP", "softmax ", 2]))
         elif isinstance(old, float):
             args[i] = data.draw(st.sampled_from([np.nan, np.inf, -1.0, 0.0, 2.0]))
         elif i in label_slots:
