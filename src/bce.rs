@@ -67,9 +67,10 @@ pub fn bce_elem(z: f64, y: f64, w: f64, pw: f64, eps: f64) -> (f64, f64, f64) {
     if w == 0.0 {
         return (0.0, 0.0, 0.0);
     }
-    let y = y * (1.0 - eps) + 0.5 * eps;
-    let a = pw * y;
-    let b = 1.0 - y;
+    // The smoothed target and its complement, each without a subtraction of nearly equal
+    // numbers: 1 − (y(1−ε) + ε/2) = (1 − y)(1−ε) + ε/2.
+    let a = pw * (y * (1.0 - eps) + 0.5 * eps);
+    let b = (1.0 - y) * (1.0 - eps) + 0.5 * eps;
     let e = (-z.abs()).exp();
     let l = e.ln_1p();
     let mut loss = 0.0;
@@ -95,14 +96,44 @@ pub fn bce_elem(z: f64, y: f64, w: f64, pw: f64, eps: f64) -> (f64, f64, f64) {
     (w * loss, w * grad, w * hess)
 }
 
-/// Constant factors of a BCE chunk (no per-element weights).
+/// Constant factors of a BCE chunk (no per-element weights), as given (f64) and as the
+/// float32 vector kernel uses them (each product formed in f64, rounded once).
 #[derive(Clone, Copy)]
 struct BceConsts {
-    weight: f32,
-    pos_weight: f32,
-    label_smoothing: f32,
+    weight: f64,
+    pos_weight: f64,
+    label_smoothing: f64,
     /// Multiplies gradient and Hessian.
-    scale: f32,
+    scale: f64,
+    w32: f32,
+    ws32: f32,
+    pw32: f32,
+    one_minus_eps32: f32,
+    half_eps32: f32,
+    /// Beyond `|z| > -FLUSH` the float32 exponential is flushed; up to this `|z|` the
+    /// weighted result may still be representable, so such vectors are computed in f64.
+    fixup_limit32: f32,
+}
+
+impl BceConsts {
+    fn new(weight: f64, pos_weight: f64, label_smoothing: f64, scale: f64) -> Self {
+        let eps = label_smoothing;
+        // The largest factor a flushed exponential can be multiplied by (a + b ≤ pw + 1).
+        let coef = (pos_weight.max(0.0) + 1.0) * weight * scale.max(1.0);
+        BceConsts {
+            weight,
+            pos_weight,
+            label_smoothing,
+            scale,
+            w32: weight as f32,
+            ws32: (weight * scale) as f32,
+            pw32: pos_weight as f32,
+            one_minus_eps32: (1.0 - eps) as f32,
+            half_eps32: (0.5 * eps) as f32,
+            // exp(−|z|)·coef stays above the smallest float32 subnormal (2^-149 ≈ e^-103.3).
+            fixup_limit32: (104.0 + coef.max(1.0).ln()) as f32,
+        }
+    }
 }
 
 static ONES: [f32; 16] = [1.0; 16];
@@ -113,10 +144,10 @@ static ONES: [f32; 16] = [1.0; 16];
 unsafe fn bce_vec<V: F32Vec>(z: V, y: V, c: &BceConsts) -> (V, V, V) {
     let zero = V::splat(0.0);
     let one = V::splat(1.0);
-    let eps = c.label_smoothing;
-    let y = y.fma(V::splat(1.0 - eps), V::splat(0.5 * eps));
-    let a = V::splat(c.pos_weight).mul(y);
-    let b = one.sub(y);
+    let (ome, he) = (V::splat(c.one_minus_eps32), V::splat(c.half_eps32));
+    let a = V::splat(c.pw32).mul(y.fma(ome, he));
+    // 1 − y is exact for y in [1/2, 1]; the smoothing is added after it, not before.
+    let b = one.sub(y).fma(ome, he);
     let flush = V::splat(FLUSH);
     let nz = zero.sub(z.abs());
     let e = V::zero_where(nz.lt(flush), exp_nonpositive(flush.max_keep_nan(nz)));
@@ -132,11 +163,20 @@ unsafe fn bce_vec<V: F32Vec>(z: V, y: V, c: &BceConsts) -> (V, V, V) {
     let sig = V::select(neg, e.mul(inv), inv);
     let one_minus_sig = V::select(neg, inv, e.mul(inv));
     let ab = a.add(b);
-    let ws = V::splat(c.weight * c.scale);
+    let ws = V::splat(c.ws32);
     // b·σ − a·(1 − σ): no cancellation when either coefficient is zero (hard targets).
     let grad = ws.mul(b.mul(sig).sub(a.mul(one_minus_sig)));
     let hess = ws.mul(ab.mul(sig).mul(one_minus_sig));
-    (V::splat(c.weight).mul(loss), grad, hess)
+    (V::splat(c.w32).mul(loss), grad, hess)
+}
+
+/// Whether a vector has a lane whose exponential the float32 kernel flushes although the
+/// weighted result is representable (`-FLUSH < |z| < fixup_limit`).
+#[inline(always)]
+unsafe fn needs_f64<V: F32Vec>(z: V, c: &BceConsts) -> bool {
+    let az = z.abs();
+    let flushed = az.gt(V::splat(-FLUSH));
+    V::any(V::select(flushed, az, V::splat(f32::INFINITY)).lt(V::splat(c.fixup_limit32)))
 }
 
 /// BCE over a float32 chunk with constant weights. `z == None`: the logits are in `grad`
@@ -169,6 +209,13 @@ fn bce_chunk<V: F32Vec>(op: BceChunk<'_>) -> f64 {
         mut hess,
     } = op;
     let n = y.len();
+    if c.weight == 0.0 {
+        // A zero weight contributes exactly zero, whatever the logit (even ±inf or NaN).
+        for o in [&mut losses, &mut grad, &mut hess].into_iter().flatten() {
+            o.fill(0.0);
+        }
+        return 0.0;
+    }
     let zp: *const f32 = match (z, grad.as_deref()) {
         (Some(z), _) => z.as_ptr(),
         (None, Some(g)) => g.as_ptr(),
@@ -179,6 +226,7 @@ fn bce_chunk<V: F32Vec>(op: BceChunk<'_>) -> f64 {
     // place, the logits of a vector are read before its gradient overwrites them.
     unsafe {
         let mut acc = V::acc_zero();
+        let mut extra = 0.0f64;
         let mut i = 0;
         let put = |v: V, out: &mut Option<&mut [f32]>, i: usize, len: usize| {
             if let Some(o) = out.as_deref_mut() {
@@ -204,6 +252,30 @@ fn bce_chunk<V: F32Vec>(op: BceChunk<'_>) -> f64 {
                     V::load_partial(ONES.as_ptr(), len, 0.0),
                 )
             };
+            if needs_f64(zv, c) {
+                // Rare (|z| just past float32's exponent range): this vector in f64.
+                for j in i..i + len {
+                    let (l, g, h) = bce_elem(
+                        *zp.add(j) as f64,
+                        y[j] as f64,
+                        c.weight,
+                        c.pos_weight,
+                        c.label_smoothing,
+                    );
+                    extra += l;
+                    for (o, v) in [
+                        (&mut losses, l),
+                        (&mut grad, g * c.scale),
+                        (&mut hess, h * c.scale),
+                    ] {
+                        if let Some(o) = o.as_deref_mut() {
+                            o[j] = v as f32;
+                        }
+                    }
+                }
+                i += len;
+                continue;
+            }
             let (l, g, h) = bce_vec(zv, yv, c);
             acc = V::acc_add(acc, l.mul(valid));
             put(l, &mut losses, i, len);
@@ -211,7 +283,7 @@ fn bce_chunk<V: F32Vec>(op: BceChunk<'_>) -> f64 {
             put(h, &mut hess, i, len);
             i += len;
         }
-        V::acc_sum(acc)
+        V::acc_sum(acc) + extra
     }
 }
 
@@ -276,12 +348,7 @@ pub fn bce_batch<T: Real>(
         _ => None,
     };
     let consts = match (constant(spec.weight), constant(spec.pos_weight)) {
-        (Some(w), Some(pw)) => Some(BceConsts {
-            weight: w as f32,
-            pos_weight: pw as f32,
-            label_smoothing: spec.label_smoothing as f32,
-            scale: spec.scale as f32,
-        }),
+        (Some(w), Some(pw)) => Some(BceConsts::new(w, pw, spec.label_smoothing, spec.scale)),
         _ => None,
     };
     let partials = map_jobs(jobs, n, |(c, z, y, mut l, mut g, mut h)| {
@@ -329,7 +396,7 @@ pub fn bce_batch<T: Real>(
         }
         sum
     });
-    Ok(ordered_sum(&partials))
+    Ok(ordered_sum(&partials?))
 }
 
 #[cfg(test)]
@@ -375,12 +442,7 @@ mod tests {
         let y: Vec<f32> = (0..z.len()).map(|i| [0.0, 1.0, 0.25][i % 3]).collect();
         for isa in crate::simd::supported() {
             for &(pw, eps, w) in &[(1.0f32, 0.0f32, 1.0f32), (3.0, 0.1, 0.5), (0.0, 0.0, 2.0)] {
-                let c = BceConsts {
-                    weight: w,
-                    pos_weight: pw,
-                    label_smoothing: eps,
-                    scale: 0.25,
-                };
+                let c = BceConsts::new(w as f64, pw as f64, eps as f64, 0.25);
                 let n = z.len();
                 let (mut l, mut g, mut h) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
                 let op = BceChunk {

@@ -6,9 +6,9 @@
 //! `l'(β) = E_{softmax(β z)}[z] − z_y = Σ_j p_j (z_j − m) + (m − z_y)`, `m = max z`, written
 //! with the shifted logits so that nothing cancels. `l` is convex in `β`.
 
-use crate::error::{check_len, rows_of, Error};
+use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
-use crate::real::{exp_sum, row_max, Element, Real};
+use crate::real::{exp_sum, row_max, widened, Element, Real};
 
 /// Top-label confidence `max softmax(x) = 1 / Σ exp(x_j − m)` and the first maximal index.
 pub fn top_label_row<T: Real>(x: &[T]) -> (f64, i64) {
@@ -39,11 +39,19 @@ pub fn top_label_batch<T: Real>(
         .zip(split_opt(Some(argmax), rpc, n_chunks))
         .collect();
     map_jobs(jobs, n * k, |((x, c), a)| {
-        let (c, a) = (c.expect("chunk"), a.expect("chunk"));
-        for ((row, cv), av) in x.chunks(k).zip(c.iter_mut()).zip(a.iter_mut()) {
-            (*cv, *av) = top_label_row(row);
-        }
-    });
+        top_label_rows(x, k, c.expect("chunk"), a.expect("chunk"))
+    })?
+    .into_iter()
+    .collect()
+}
+
+fn top_label_rows<T: Real>(x: &[T], k: usize, c: &mut [f64], a: &mut [i64]) -> Result<(), Error> {
+    if let Some(w) = widened(x)? {
+        return top_label_rows(&w, k, c, a);
+    }
+    for ((row, cv), av) in x.chunks(k).zip(c.iter_mut()).zip(a.iter_mut()) {
+        (*cv, *av) = top_label_row(row);
+    }
     Ok(())
 }
 
@@ -85,6 +93,32 @@ fn temperature_row<T: Real>(
     (loss, dloss)
 }
 
+fn temperature_rows<T: Real>(
+    x: &[T],
+    k: usize,
+    labels: &[i64],
+    beta: f64,
+    weight: Option<&[f64]>,
+) -> Result<TemperatureSums, Error> {
+    if let Some(w) = widened(x)? {
+        return temperature_rows(&w, k, labels, beta, weight);
+    }
+    let mut scratch = try_vec(k, <T::Work as Element>::ZERO)?;
+    let mut e = try_vec(k, <T::Work as Element>::ZERO)?;
+    let mut sums = TemperatureSums::default();
+    for (row, &y) in x.chunks(k).zip(labels) {
+        let w = weight.map_or(1.0, |w| w[y as usize]);
+        if w == 0.0 {
+            continue;
+        }
+        let (l, d) = temperature_row(row, y as usize, beta, &mut scratch, &mut e);
+        sums.loss += w * l;
+        sums.dloss_dbeta += w * d;
+        sums.weight += w;
+    }
+    Ok(sums)
+}
+
 /// The weighted sums of the temperature objective over the rows of `x` (one label each).
 pub fn temperature_batch<T: Real>(
     x: &[T],
@@ -111,21 +145,10 @@ pub fn temperature_batch<T: Real>(
         .zip(labels.chunks(rpc.max(1)))
         .collect();
     let parts = map_jobs(jobs, n * k, |(x, t)| {
-        let mut scratch = vec![<T::Work as Element>::ZERO; k];
-        let mut e = vec![<T::Work as Element>::ZERO; k];
-        let mut sums = TemperatureSums::default();
-        for (row, &y) in x.chunks(k).zip(t) {
-            let w = weight.map_or(1.0, |w| w[y as usize]);
-            if w == 0.0 {
-                continue;
-            }
-            let (l, d) = temperature_row(row, y as usize, beta, &mut scratch, &mut e);
-            sums.loss += w * l;
-            sums.dloss_dbeta += w * d;
-            sums.weight += w;
-        }
-        sums
-    });
+        temperature_rows(x, k, t, beta, weight)
+    })?
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
     Ok(TemperatureSums {
         loss: ordered_sum(&parts.iter().map(|p| p.loss).collect::<Vec<_>>()),
         dloss_dbeta: ordered_sum(&parts.iter().map(|p| p.dloss_dbeta).collect::<Vec<_>>()),

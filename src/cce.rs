@@ -8,39 +8,59 @@
 //! * `loss = Σ_{q_j ≠ 0} q_j (m − x_j) + Q · log S`
 //! * `grad_j = Q p_j − q_j`, `hess_j = Q p_j (1 − p_j)`, with `p = softmax(x)`
 //!
+//! both divided by the reduction's divisor `D` (the weight of the batch for a mean).
+//!
 //! Numerics: both loss terms are non-negative, so nothing cancels; `log S` is `log1p` of the
 //! non-maximal exponentials (see [`crate::rowstats`]), so a confident, correct row whose loss is
 //! 1e-30 keeps full relative precision; `1 − p_j` for a maximal logit is `(S − 1) / S`, not a
-//! subtraction, so the target's gradient `−(1 − p_t)` keeps it too. Terms whose target mass
-//! is exactly zero are skipped, so a masked (`-inf`) class costs nothing unless the target puts
-//! mass on it (then the loss is `+inf`).
+//! subtraction, and where `p_j` and `q_j` are both near 1 the gradient is formed as
+//! `(Q − q_j) − Q (1 − p_j)` with `Q − q_j` summed from the other classes' mass, so nothing
+//! cancels there either. `D` divides each row's factors (a subnormal divisor has no finite
+//! reciprocal). Terms whose target mass is exactly zero are skipped, so a masked (`-inf`)
+//! class costs nothing unless the target puts mass on it (then the loss is `+inf`).
 
+use crate::element::Element;
 use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
-use crate::real::{exp_sum, row_max, Real};
+use crate::real::{exp_sum, row_max, widened, Real};
 use crate::rowstats::RowStats;
 
 /// One row's target.
 #[derive(Clone, Copy)]
-pub enum RowTarget<'a, T> {
+pub enum RowTarget<'a, Y> {
     /// The index equals `ignore_index`: loss, gradient and Hessian are zero.
     Ignored,
     /// A class index in `[0, K)`.
     Index(usize),
-    /// A row of class probabilities (length `K`).
-    Probs(&'a [T]),
+    /// A row of class probabilities (length `K`), of their own dtype.
+    Probs(&'a [Y]),
 }
 
 /// The targets of a whole batch.
 #[derive(Clone, Copy)]
-pub enum Targets<'a, T> {
-    /// One label per row, already checked with [`check_labels`].
+pub enum Targets<'a, Y> {
+    /// One label per row, each in `[0, K)` or equal to `ignore_index` (checked).
     Index {
         labels: &'a [i64],
         ignore_index: i64,
     },
     /// `N × K` probabilities, row-major.
-    Probs(&'a [T]),
+    Probs(&'a [Y]),
+}
+
+impl<Y> Targets<'_, Y> {
+    fn row(&self, r: usize, k: usize) -> RowTarget<'_, Y> {
+        match *self {
+            Targets::Index {
+                labels,
+                ignore_index,
+            } => match labels[r] {
+                t if t == ignore_index => RowTarget::Ignored,
+                t => RowTarget::Index(t as usize),
+            },
+            Targets::Probs(y) => RowTarget::Probs(&y[r * k..(r + 1) * k]),
+        }
+    }
 }
 
 /// Parameters shared by every row.
@@ -50,8 +70,8 @@ pub struct CceSpec<'a> {
     /// Per-class weights (length `K`), finite and non-negative.
     pub weight: Option<&'a [f64]>,
     pub label_smoothing: f64,
-    /// Multiplies gradient and Hessian (`1 / divisor` for `reduction="mean"`).
-    pub scale: f64,
+    /// Divides gradient and Hessian (the mean's divisor; 1 for the other reductions).
+    pub divisor: f64,
     /// Compute logsumexp for ignored rows too.
     pub want_lse: bool,
 }
@@ -60,6 +80,16 @@ impl CceSpec<'_> {
     #[inline(always)]
     fn w(&self, j: usize) -> f64 {
         self.weight.map_or(1.0, |w| w[j])
+    }
+    /// `v / D`, as a product where `1 / D` is finite.
+    #[inline(always)]
+    fn per_divisor(&self, v: f64) -> f64 {
+        let inv = 1.0 / self.divisor;
+        if inv.is_finite() {
+            v * inv
+        } else {
+            v / self.divisor
+        }
     }
 }
 
@@ -72,6 +102,17 @@ pub enum Derivs<'a, T> {
         grad: &'a mut [T],
         hess: &'a mut [T],
     },
+}
+
+impl<T> Derivs<'_, T> {
+    /// The buffer that receives the exponentials: the gradient's, else the Hessian's.
+    fn store(&mut self) -> Option<&mut [T]> {
+        match self {
+            Derivs::None => None,
+            Derivs::Grad(g) | Derivs::Both { grad: g, .. } => Some(g),
+            Derivs::Hess(h) => Some(h),
+        }
+    }
 }
 
 /// Loss and logsumexp of one row.
@@ -110,23 +151,105 @@ pub fn check_labels(
     Ok(total)
 }
 
-/// Loss (and, into `derivs`, gradient / Hessian) of one row of logits.
-pub fn cce_row<T: Real>(
+/// What a row's target contributes, read from the logits before they may be overwritten.
+#[derive(Clone, Copy, Default)]
+struct TargetTerms {
+    /// `Σ_{q_j≠0} q_j (m − x_j)`.
+    gap: f64,
+    /// `Q = Σ q_j`.
+    mass: f64,
+    /// Index targets: `c = (1 − ε) w_t`, the mass on the target beyond smoothing.
+    c: f64,
+    /// Index targets: `Σ_j ε w_j / K` (so that `Q − c` never needs a subtraction).
+    /// Probabilities: the mass on non-maximal classes (so that `Q − q_j` for a maximal
+    /// class is this plus the other maxima's mass, not a subtraction from `Q`).
+    off: f64,
+    /// Probabilities: the mass on the maximal classes.
+    at_max: f64,
+}
+
+fn target_terms<T: Real, Y: Element>(
     x: &[T],
-    target: RowTarget<'_, T>,
+    m: f64,
+    target: RowTarget<'_, Y>,
+    spec: &CceSpec<'_>,
+) -> TargetTerms {
+    let eps = spec.label_smoothing;
+    let smooth = eps / spec.k as f64;
+    match target {
+        RowTarget::Ignored => TargetTerms::default(),
+        RowTarget::Index(t) => {
+            let c = (1.0 - eps) * spec.w(t);
+            let mut gap = if c != 0.0 {
+                c * (m - x[t].to_f64())
+            } else {
+                0.0
+            };
+            let mut off = 0.0;
+            if smooth != 0.0 {
+                for (j, &xj) in x.iter().enumerate() {
+                    let b = smooth * spec.w(j);
+                    if b != 0.0 {
+                        gap += b * (m - xj.to_f64());
+                        off += b;
+                    }
+                }
+            }
+            TargetTerms {
+                gap,
+                mass: c + off,
+                c,
+                off,
+                at_max: 0.0,
+            }
+        }
+        RowTarget::Probs(y) => {
+            let mut tt = TargetTerms::default();
+            for (j, &xj) in x.iter().enumerate() {
+                let q = q_prob(spec, y, j, eps, smooth);
+                if q != 0.0 {
+                    let xj = xj.to_f64();
+                    tt.gap += q * (m - xj);
+                    tt.mass += q;
+                    if xj != m {
+                        tt.off += q;
+                    } else {
+                        tt.at_max += q;
+                    }
+                }
+            }
+            tt
+        }
+    }
+}
+
+/// `q_j` of a probability target.
+#[inline(always)]
+fn q_prob<Y: Element>(spec: &CceSpec<'_>, y: &[Y], j: usize, eps: f64, smooth: f64) -> f64 {
+    spec.w(j) * ((1.0 - eps) * y[j].to_f64() + smooth)
+}
+
+/// Loss (and, into `derivs`, gradient / Hessian) of one row of logits `x`.
+pub fn cce_row<T: Real, Y: Element>(
+    x: &[T],
+    target: RowTarget<'_, Y>,
     spec: &CceSpec<'_>,
     mut derivs: Derivs<'_, T>,
 ) -> RowResult {
-    if let RowTarget::Ignored = target {
-        if !spec.want_lse {
-            return cce_row_finish(x, target, spec, derivs, RowStats::default());
-        }
+    if let (RowTarget::Ignored, false) = (target, spec.want_lse) {
+        return cce_row_finish(
+            target,
+            spec,
+            derivs,
+            RowStats::default(),
+            Default::default(),
+        );
     }
     let m = row_max(x);
-    let store: Option<&mut [T]> = match (&mut derivs, target) {
-        (_, RowTarget::Ignored) | (Derivs::None, _) => None,
-        (Derivs::Grad(g), _) | (Derivs::Both { grad: g, .. }, _) => Some(g),
-        (Derivs::Hess(h), _) => Some(h),
+    let tt = target_terms(x, m, target, spec);
+    let store = match target {
+        RowTarget::Ignored => None,
+        _ => derivs.store(),
     };
     let es = exp_sum(x, m, store);
     let st = RowStats {
@@ -134,27 +257,54 @@ pub fn cce_row<T: Real>(
         es,
         log_s: es.log_sum(),
     };
-    cce_row_finish(x, target, spec, derivs, st)
+    cce_row_finish(target, spec, derivs, st, tt)
 }
 
-/// The loss and derivatives of a row from its statistics; when derivatives are requested
-/// (and the row is not ignored), the buffer that receives the gradient (else the Hessian)
-/// already holds `exp(x_j − m)`.
-pub fn cce_row_finish<T: Real>(
-    x: &[T],
-    target: RowTarget<'_, T>,
+/// [`cce_row`] for a row whose logits are in the gradient buffer, with no second copy: the
+/// maximum, the target's terms and the sum of exponentials are read first, then the
+/// exponentials overwrite the logits (one more pass over the row than [`cce_row`]).
+fn cce_row_in_place<T: Real, Y: Element>(
+    target: RowTarget<'_, Y>,
+    spec: &CceSpec<'_>,
+    grad: &mut [T],
+    hess: Option<&mut [T]>,
+) -> RowResult {
+    let m = row_max(grad);
+    let tt = target_terms(grad, m, target, spec);
+    let es = exp_sum(grad, m, None);
+    if !matches!(target, RowTarget::Ignored) {
+        T::exp_sum_in_place(grad, m);
+    }
+    let st = RowStats {
+        m,
+        es,
+        log_s: es.log_sum(),
+    };
+    let derivs = match hess {
+        Some(hess) => Derivs::Both { grad, hess },
+        None => Derivs::Grad(grad),
+    };
+    cce_row_finish(target, spec, derivs, st, tt)
+}
+
+/// The loss and derivatives of a row from its statistics and target terms; when derivatives
+/// are requested (and the row is not ignored), the buffer that receives the gradient (else
+/// the Hessian) already holds `exp(x_j − m)`. A maximal logit is one whose exponential is 1.
+fn cce_row_finish<T: Real, Y: Element>(
+    target: RowTarget<'_, Y>,
     spec: &CceSpec<'_>,
     mut derivs: Derivs<'_, T>,
     st: RowStats,
+    tt: TargetTerms,
 ) -> RowResult {
-    let k = x.len();
     let eps = spec.label_smoothing;
-    let smooth = eps / k as f64;
+    let smooth = eps / spec.k as f64;
     let RowStats { m, es, log_s } = st;
+    let lse = m + log_s;
     if let (RowTarget::Index(t), 0.0) = (target, smooth) {
         match derivs {
-            Derivs::None => return hard_target_row(x, t, spec, None, st),
-            Derivs::Grad(g) => return hard_target_row(x, t, spec, Some(g), st),
+            Derivs::None => return hard_target_row::<T>(t, spec, None, st, tt),
+            Derivs::Grad(g) => return hard_target_row(t, spec, Some(g), st, tt),
             _ => {}
         }
     }
@@ -168,81 +318,50 @@ pub fn cce_row_finish<T: Real>(
                 hess.fill(T::ZERO);
             }
         }
-        return RowResult {
-            loss: 0.0,
-            lse: m + log_s,
-        };
+        return RowResult { loss: 0.0, lse };
     }
-
-    // The weighted target distribution: q_j = base_j + [j == t]·c for an index target t.
-    let q_prob = |y: &[T], j: usize| spec.w(j) * ((1.0 - eps) * y[j].to_f64() + smooth);
-    // gap = Σ_{q_j≠0} q_j (m − x_j);  mass = Q = Σ q_j.
-    let (gap, mass) = match target {
-        RowTarget::Ignored => (0.0, 0.0),
-        RowTarget::Index(t) => {
-            let c = (1.0 - eps) * spec.w(t);
-            let mut gap = if c != 0.0 {
-                c * (m - x[t].to_f64())
-            } else {
-                0.0
-            };
-            let mut mass = c;
-            if smooth != 0.0 {
-                for (j, &xj) in x.iter().enumerate() {
-                    let b = smooth * spec.w(j);
-                    if b != 0.0 {
-                        gap += b * (m - xj.to_f64());
-                        mass += b;
-                    }
-                }
-            }
-            (gap, mass)
-        }
-        RowTarget::Probs(y) => {
-            let (mut gap, mut mass) = (0.0, 0.0);
-            for (j, &xj) in x.iter().enumerate() {
-                let q = q_prob(y, j);
-                if q != 0.0 {
-                    gap += q * (m - xj.to_f64());
-                    mass += q;
-                }
-            }
-            (gap, mass)
-        }
+    let loss = if tt.mass != 0.0 {
+        tt.gap + tt.mass * log_s
+    } else {
+        tt.gap
     };
-    let loss = if mass != 0.0 { gap + mass * log_s } else { gap };
 
     let inv_s = 1.0 / es.total;
     let omp_max = es.rest * inv_s;
-    let scale = spec.scale;
+    let mass_d = spec.per_divisor(tt.mass);
     // (gradient, Hessian) of element j from its stored exponential e.
     let derivs_at = |j: usize, e: f64| -> (f64, f64) {
         let p = e * inv_s;
-        let omp = if x[j].to_f64() == m { omp_max } else { 1.0 - p };
+        let at_max = e == 1.0;
+        let omp = if at_max { omp_max } else { 1.0 - p };
         let g = match target {
             RowTarget::Index(t) => {
                 let b = smooth * spec.w(j);
                 if j == t {
-                    let c = (1.0 - eps) * spec.w(t);
-                    -c * omp + (mass - c) * p - b
+                    // −c (1 − p_t) + (Q − c) p_t − b_t, with Q − c summed, not subtracted.
+                    -tt.c * omp + tt.off * p - b
                 } else {
-                    mass * p - b
+                    tt.mass * p - b
                 }
             }
-            RowTarget::Probs(y) => mass * p - q_prob(y, j),
+            RowTarget::Probs(y) => {
+                let q = q_prob(spec, y, j, eps, smooth);
+                if at_max {
+                    // Q p_j − q_j = (Q − q_j) − Q (1 − p_j); Q − q_j is the other classes'
+                    // mass: the non-maximal mass plus that of the other maxima.
+                    (tt.off + (tt.at_max - q)) - tt.mass * omp
+                } else {
+                    tt.mass * p - q
+                }
+            }
             RowTarget::Ignored => 0.0,
         };
-        (scale * g, scale * mass * p * omp)
+        (spec.per_divisor(g), mass_d * p * omp)
     };
     // The gradient from the exponentials stored in `g`; the same arithmetic whether or not
     // the Hessian is requested too, so results never depend on which outputs were asked for.
     let write_grad = |g: &mut [T]| match target {
-        RowTarget::Index(t) if smooth == 0.0 => {
-            // Hard target: every entry but the target's is a rescaled exponential.
-            let e_t = g[t].to_f64();
-            T::scale(g, scale * mass * inv_s);
-            g[t] = T::from_f64(derivs_at(t, e_t).0);
-        }
+        RowTarget::Index(t) if smooth == 0.0 => hard_target_grad(g, t, spec.per_divisor(tt.c), st),
         _ => {
             for (j, v) in g.iter_mut().enumerate() {
                 *v = T::from_f64(derivs_at(j, v.to_f64()).0);
@@ -264,45 +383,44 @@ pub fn cce_row_finish<T: Real>(
             write_grad(grad);
         }
     }
-    RowResult {
-        loss,
-        lse: m + log_s,
-    }
+    RowResult { loss, lse }
 }
 
 /// The common case of [`cce_row_finish`], kept small so that short rows pay little per row:
 /// a class-index target without label smoothing, loss and optionally the gradient
-/// `scale·c·(p − onehot(t))`, `c = weight[t]`.
+/// `c·(p − onehot(t)) / D`, `c = weight[t]`.
 #[inline]
 fn hard_target_row<T: Real>(
-    x: &[T],
     t: usize,
     spec: &CceSpec<'_>,
     grad: Option<&mut [T]>,
     st: RowStats,
+    tt: TargetTerms,
 ) -> RowResult {
-    let c = spec.w(t);
-    let xt = x[t].to_f64();
-    let loss = if c != 0.0 {
-        c * ((st.m - xt) + st.log_s)
-    } else {
-        0.0
-    };
+    let c = tt.c;
+    let loss = if c != 0.0 { tt.gap + c * st.log_s } else { 0.0 };
     if let Some(g) = grad {
-        let inv_s = 1.0 / st.es.total;
-        let e_t = g[t].to_f64();
-        let one_minus_p = if xt == st.m {
-            st.es.rest * inv_s
-        } else {
-            1.0 - e_t * inv_s
-        };
-        T::scale(g, spec.scale * c * inv_s);
-        g[t] = T::from_f64(-spec.scale * c * one_minus_p);
+        hard_target_grad(g, t, spec.per_divisor(c), st);
     }
     RowResult {
         loss,
         lse: st.m + st.log_s,
     }
+}
+
+/// `c_d·(p − onehot(t))` from the exponentials stored in `g`: every entry but the target's
+/// is a rescaled exponential.
+#[inline]
+fn hard_target_grad<T: Real>(g: &mut [T], t: usize, c_d: f64, st: RowStats) {
+    let inv_s = 1.0 / st.es.total;
+    let e_t = g[t].to_f64();
+    let one_minus_p = if e_t == 1.0 {
+        st.es.rest * inv_s
+    } else {
+        1.0 - e_t * inv_s
+    };
+    T::scale(g, c_d * inv_s);
+    g[t] = T::from_f64(-c_d * one_minus_p);
 }
 
 /// Output buffers of a batch; each is `N × K` (grad, hess) or `N` (losses, lse) long.
@@ -313,18 +431,21 @@ pub struct CceOutputs<'a, T> {
     pub hess: Option<&'a mut [T]>,
 }
 
-/// The logits of a batch: read-only, or the gradient buffer itself (in place: each row is
-/// copied to a scratch row before its gradient overwrites it).
+/// The logits of a batch: read-only, or the gradient buffer itself (in place).
 pub enum Logits<'a, T> {
     Separate(&'a [T]),
     InGrad,
 }
 
+/// In place, rows up to this many classes are copied to a scratch row (one pass fewer);
+/// longer rows are computed without a copy.
+const IN_PLACE_COPY_MAX: usize = 1 << 16;
+
 /// Checks that the pieces of a batch fit together (sizes, labels, the in-place buffer) and
 /// returns the number of rows.
-fn check_batch<T>(
+fn check_batch<T, Y>(
     logits: &Logits<'_, T>,
-    targets: &Targets<'_, T>,
+    targets: &Targets<'_, Y>,
     spec: &CceSpec<'_>,
     out: &CceOutputs<'_, T>,
 ) -> Result<usize, Error> {
@@ -356,12 +477,158 @@ fn check_batch<T>(
     Ok(n)
 }
 
+/// One chunk of consecutive rows: its logits (`None`: in the gradient buffer) and outputs.
+struct Chunk<'a, C, O> {
+    row0: usize,
+    x: Option<&'a [C]>,
+    grad: Option<&'a mut [C]>,
+    hess: Option<&'a mut [C]>,
+    losses: Option<&'a mut [O]>,
+    lse: Option<&'a mut [O]>,
+}
+
+/// The rows of a chunk computed in `C`, with row results written as `O`; returns the sum
+/// of the row losses.
+fn cce_chunk<C: Real, Y: Element, O: Element>(
+    ch: Chunk<'_, C, O>,
+    targets: &Targets<'_, Y>,
+    spec: &CceSpec<'_>,
+) -> Result<f64, Error> {
+    let k = spec.k;
+    let Chunk {
+        row0,
+        x,
+        mut grad,
+        mut hess,
+        mut losses,
+        mut lse,
+    } = ch;
+    let len = x.map_or_else(|| grad.as_deref().map_or(0, |g| g.len()), |x| x.len());
+    let rows = len / k;
+    // Small rows are processed several at a time, one row per SIMD lane, where the element
+    // type has such a kernel (float32); other rows one at a time.
+    let block = C::block_rows(k);
+    let copy_rows = x.is_none() && k <= IN_PLACE_COPY_MAX;
+    let mut scratch: Vec<C> = if copy_rows {
+        try_vec(k * block.max(1), C::ZERO)?
+    } else {
+        Vec::new()
+    };
+    let mut stats = vec![RowStats::default(); block];
+    let mut sum = 0.0;
+    let mut r = 0;
+    while r < rows {
+        let span_rows = if block > 0 && r + block <= rows {
+            block
+        } else {
+            1
+        };
+        let span = r * k..(r + span_rows) * k;
+        let xs: Option<&[C]> = match x {
+            Some(x) => Some(&x[span.clone()]),
+            None if copy_rows => {
+                let src = grad.as_deref().expect("checked: in place has the gradient");
+                scratch[..span.len()].copy_from_slice(&src[span.clone()]);
+                Some(&scratch[..span.len()])
+            }
+            None => None,
+        };
+        if let (true, Some(xs)) = (span_rows > 1, xs) {
+            let store = match (grad.as_deref_mut(), hess.as_deref_mut()) {
+                (Some(g), _) => Some(&mut g[span.clone()]),
+                (None, Some(h)) => Some(&mut h[span.clone()]),
+                (None, None) => None,
+            };
+            C::row_block_stats(xs, k, &mut stats, store);
+        }
+        for i in 0..span_rows {
+            let rr = r + i;
+            let row = rr * k..(rr + 1) * k;
+            let target = targets.row(row0 + rr, k);
+            let res = match xs {
+                None => cce_row_in_place(
+                    target,
+                    spec,
+                    &mut grad.as_deref_mut().expect("checked")[row.clone()],
+                    hess.as_deref_mut().map(|h| &mut h[row]),
+                ),
+                Some(xs) => {
+                    let xr = &xs[i * k..(i + 1) * k];
+                    let derivs = match (grad.as_deref_mut(), hess.as_deref_mut()) {
+                        (None, None) => Derivs::None,
+                        (Some(g), None) => Derivs::Grad(&mut g[row]),
+                        (None, Some(h)) => Derivs::Hess(&mut h[row]),
+                        (Some(g), Some(h)) => Derivs::Both {
+                            grad: &mut g[row.clone()],
+                            hess: &mut h[row],
+                        },
+                    };
+                    if span_rows > 1 {
+                        let tt = target_terms(xr, stats[i].m, target, spec);
+                        cce_row_finish(target, spec, derivs, stats[i], tt)
+                    } else {
+                        cce_row(xr, target, spec, derivs)
+                    }
+                }
+            };
+            sum += res.loss;
+            if let Some(l) = losses.as_deref_mut() {
+                l[rr] = O::from_f64(res.loss);
+            }
+            if let Some(s) = lse.as_deref_mut() {
+                s[rr] = O::from_f64(res.lse);
+            }
+        }
+        r += span_rows;
+    }
+    Ok(sum)
+}
+
+/// [`cce_chunk`] for a type computed in a wider one: the chunk's logits are widened into a
+/// scratch copy, the derivatives computed there and rounded once into the outputs.
+fn cce_chunk_widened<T: Real, Y: Element>(
+    ch: Chunk<'_, T, T>,
+    targets: &Targets<'_, Y>,
+    spec: &CceSpec<'_>,
+) -> Result<f64, Error> {
+    let Chunk {
+        row0,
+        x,
+        grad,
+        hess,
+        losses,
+        lse,
+    } = ch;
+    let src = x.or(grad.as_deref()).unwrap_or(&[]);
+    let xw = widened(src)?.expect("a widened type");
+    let zero = <T::Work as Element>::ZERO;
+    let mut gw = grad.as_ref().map(|g| try_vec(g.len(), zero)).transpose()?;
+    let mut hw = hess.as_ref().map(|h| try_vec(h.len(), zero)).transpose()?;
+    let wide = Chunk {
+        row0,
+        x: Some(&xw),
+        grad: gw.as_deref_mut(),
+        hess: hw.as_deref_mut(),
+        losses,
+        lse,
+    };
+    let sum = cce_chunk::<T::Work, Y, T>(wide, targets, spec)?;
+    if let (Some(g), Some(gw)) = (grad, &gw) {
+        T::narrow(gw, g);
+    }
+    if let (Some(h), Some(hw)) = (hess, &hw) {
+        T::narrow(hw, h);
+    }
+    Ok(sum)
+}
+
 /// Runs a whole batch of rows of `spec.k` logits and returns the sum of the row losses (in
 /// f64, summed in a fixed order, so it is the same for any thread count). Inconsistent
-/// inputs are an [`Error`], checked before anything is written.
-pub fn cce_batch<T: Real>(
+/// inputs are an [`Error`], checked before anything is written; so is scratch memory that
+/// cannot be had, and a cancelled call (outputs are then unspecified).
+pub fn cce_batch<T: Real, Y: Element>(
     logits: Logits<'_, T>,
-    targets: Targets<'_, T>,
+    targets: Targets<'_, Y>,
     spec: &CceSpec<'_>,
     out: CceOutputs<'_, T>,
 ) -> Result<f64, Error> {
@@ -369,7 +636,6 @@ pub fn cce_batch<T: Real>(
     let k = spec.k;
     let rpc = rows_per_chunk(k);
     let n_chunks = n.div_ceil(rpc);
-    let in_place = matches!(logits, Logits::InGrad);
     let xs: Vec<Option<&[T]>> = match logits {
         Logits::Separate(x) => x.chunks((rpc * k).max(1)).map(Some).collect(),
         Logits::InGrad => vec![None; n_chunks],
@@ -378,97 +644,28 @@ pub fn cce_batch<T: Real>(
     let hesses = split_opt(out.hess, rpc * k, n_chunks);
     let losses = split_opt(out.losses, rpc, n_chunks);
     let lses = split_opt(out.lse, rpc, n_chunks);
-    let jobs: Vec<_> = (0..n_chunks)
-        .zip(xs)
+    let jobs: Vec<Chunk<'_, T, T>> = xs
+        .into_iter()
         .zip(grads)
         .zip(hesses)
         .zip(losses.into_iter().zip(lses))
-        .map(|((((c, x), g), h), (l, s))| (c, x, g, h, l, s))
+        .enumerate()
+        .map(|(c, (((x, grad), hess), (losses, lse)))| Chunk {
+            row0: c * rpc,
+            x,
+            grad,
+            hess,
+            losses,
+            lse,
+        })
         .collect();
-    // Small rows are processed several at a time, one row per SIMD lane, where the element
-    // type has such a kernel (float32); other rows one at a time.
-    let block = T::block_rows(k);
-    let partials = map_jobs(jobs, n * k, |(c, x, mut g, mut h, mut l, mut s)| {
-        let row0 = c * rpc;
-        let rows = rpc.min(n - row0);
-        let mut scratch: Vec<T> = if in_place {
-            try_vec(k * block.max(1), T::ZERO)?
+    let partials = map_jobs(jobs, n * k, |ch| {
+        if T::NATIVE {
+            cce_chunk::<T, Y, T>(ch, &targets, spec)
         } else {
-            Vec::new()
-        };
-        let mut stats = vec![RowStats::default(); block];
-        let mut sum = 0.0;
-        let mut r = 0;
-        while r < rows {
-            let span_rows = if block > 0 && r + block <= rows {
-                block
-            } else {
-                1
-            };
-            let span = r * k..(r + span_rows) * k;
-            let xs: &[T] = match x {
-                Some(x) => &x[span.clone()],
-                None => {
-                    let gsrc = g.as_deref().expect("in-place needs the gradient buffer");
-                    scratch[..span.len()].copy_from_slice(&gsrc[span.clone()]);
-                    &scratch[..span.len()]
-                }
-            };
-            if span_rows > 1 {
-                let store = match (g.as_deref_mut(), h.as_deref_mut()) {
-                    (Some(g), _) => Some(&mut g[span.clone()]),
-                    (None, Some(h)) => Some(&mut h[span.clone()]),
-                    (None, None) => None,
-                };
-                T::row_block_stats(xs, k, &mut stats, store);
-            }
-            for i in 0..span_rows {
-                let rr = r + i;
-                let row = rr * k..(rr + 1) * k;
-                let xr = &xs[i * k..(i + 1) * k];
-                let target = match targets {
-                    Targets::Index {
-                        labels,
-                        ignore_index,
-                    } => {
-                        let t = labels[row0 + rr];
-                        if t == ignore_index {
-                            RowTarget::Ignored
-                        } else {
-                            RowTarget::Index(t as usize)
-                        }
-                    }
-                    Targets::Probs(y) => {
-                        let j = (row0 + rr) * k;
-                        RowTarget::Probs(&y[j..j + k])
-                    }
-                };
-                let derivs = match (g.as_deref_mut(), h.as_deref_mut()) {
-                    (None, None) => Derivs::None,
-                    (Some(g), None) => Derivs::Grad(&mut g[row]),
-                    (None, Some(h)) => Derivs::Hess(&mut h[row]),
-                    (Some(g), Some(h)) => Derivs::Both {
-                        grad: &mut g[row.clone()],
-                        hess: &mut h[row],
-                    },
-                };
-                let res = if span_rows > 1 {
-                    cce_row_finish(xr, target, spec, derivs, stats[i])
-                } else {
-                    cce_row(xr, target, spec, derivs)
-                };
-                sum += res.loss;
-                if let Some(l) = l.as_deref_mut() {
-                    l[rr] = T::from_f64(res.loss);
-                }
-                if let Some(s) = s.as_deref_mut() {
-                    s[rr] = T::from_f64(res.lse);
-                }
-            }
-            r += span_rows;
+            cce_chunk_widened(ch, &targets, spec)
         }
-        Ok(sum)
-    });
+    })?;
     Ok(ordered_sum(
         &partials.into_iter().collect::<Result<Vec<_>, _>>()?,
     ))
@@ -478,12 +675,14 @@ pub fn cce_batch<T: Real>(
 mod tests {
     use super::*;
 
+    type Idx<'a> = Targets<'a, f64>;
+
     fn spec(k: usize) -> CceSpec<'static> {
         CceSpec {
             k,
             weight: None,
             label_smoothing: 0.0,
-            scale: 1.0,
+            divisor: 1.0,
             want_lse: true,
         }
     }
@@ -507,7 +706,12 @@ mod tests {
             let x: Vec<f64> = (0..k).map(|j| ((j * 37 % 11) as f64) * 0.7 - 3.0).collect();
             for t in 0..k {
                 let mut g = vec![0.0; k];
-                let r = cce_row(&x, RowTarget::Index(t), &spec(k), Derivs::Grad(&mut g));
+                let r = cce_row(
+                    &x,
+                    RowTarget::<'_, f64>::Index(t),
+                    &spec(k),
+                    Derivs::Grad(&mut g),
+                );
                 let (want, gw) = naive(&x, t);
                 assert!(
                     (r.loss - want).abs() <= 1e-13 * want.abs().max(1.0),
@@ -523,14 +727,19 @@ mod tests {
     #[test]
     fn tiny_loss_keeps_relative_precision() {
         let x = [60.0f32, 0.0, -5.0];
-        let r = cce_row(&x, RowTarget::Index(0), &spec(3), Derivs::None);
+        let r = cce_row(&x, RowTarget::<'_, f64>::Index(0), &spec(3), Derivs::None);
         let want = (-60.0f64).exp() + (-65.0f64).exp();
         assert!((r.loss - want).abs() <= 1e-6 * want);
         let x64 = [60.0f64, 0.0, -5.0];
-        let r = cce_row(&x64, RowTarget::Index(0), &spec(3), Derivs::None);
+        let r = cce_row(&x64, RowTarget::<'_, f64>::Index(0), &spec(3), Derivs::None);
         assert!((r.loss - want).abs() <= 1e-14 * want);
         let mut g = [0.0f32; 3];
-        cce_row(&x, RowTarget::Index(0), &spec(3), Derivs::Grad(&mut g));
+        cce_row(
+            &x,
+            RowTarget::<'_, f64>::Index(0),
+            &spec(3),
+            Derivs::Grad(&mut g),
+        );
         assert!(((g[0] as f64) + want).abs() <= 1e-6 * want);
     }
 
@@ -538,10 +747,20 @@ mod tests {
     fn masked_class_is_free_unless_targeted() {
         let x = [1.0f64, f64::NEG_INFINITY, 0.5];
         let mut g = [9.0; 3];
-        let r = cce_row(&x, RowTarget::Index(0), &spec(3), Derivs::Grad(&mut g));
+        let r = cce_row(
+            &x,
+            RowTarget::<'_, f64>::Index(0),
+            &spec(3),
+            Derivs::Grad(&mut g),
+        );
         assert!(r.loss.is_finite());
         assert_eq!(g[1], 0.0);
-        let r = cce_row(&x, RowTarget::Index(1), &spec(3), Derivs::Grad(&mut g));
+        let r = cce_row(
+            &x,
+            RowTarget::<'_, f64>::Index(1),
+            &spec(3),
+            Derivs::Grad(&mut g),
+        );
         assert_eq!(r.loss, f64::INFINITY);
         assert_eq!(g[1], -1.0);
     }
@@ -559,7 +778,7 @@ mod tests {
             let mut g = vec![0.0f32; n * k];
             let s = cce_batch(
                 Logits::Separate(&x),
-                Targets::Index {
+                Idx::Index {
                     labels: &labels,
                     ignore_index: -100,
                 },
@@ -601,7 +820,7 @@ mod tests {
     fn inconsistent_batches_are_errors_not_panics() {
         let x = [0.0f32; 12];
         let labels = [0i64, 1, 2, 0];
-        let idx = |labels| Targets::Index {
+        let idx = |labels| Idx::Index {
             labels,
             ignore_index: -100,
         };
@@ -629,7 +848,7 @@ mod tests {
             Err(Error::Label { .. })
         ));
         assert!(matches!(
-            run(&x, Targets::Probs(&x[..9]), 3, none()),
+            run(&x, Targets::Probs(&[0.5f64; 9]), 3, none()),
             Err(Error::Size { .. })
         ));
         let mut short = [0.0f32; 11];

@@ -1,11 +1,19 @@
-//! The library's own rayon pool, rebuilt after `fork`, and deterministic chunked work.
+//! The library's own rayon pool (fork-aware), deterministic chunked work, and cancellation.
 //!
 //! Work is cut into chunks whose boundaries depend only on the problem shape, never on the
 //! number of threads; per-chunk partial sums are combined in chunk order. Results are therefore
 //! bit-identical for any thread count and from run to run.
+//!
+//! Fork safety: the pool state is guarded by a tiny lock that records the owning process id
+//! and is never held while threads are started. A child forked while another thread of the
+//! parent held it sees a foreign owner (that thread does not exist in the child) and takes
+//! the lock over, so no child can hang on state its parent left locked.
 
+use crate::error::Error;
 use rayon::prelude::*;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::cell::{RefCell, UnsafeCell};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 
 /// Elements (rows × classes) per chunk: large enough to amortise scheduling, small enough that
 /// a chunk's rows and outputs stay in the L2 cache and both cores get work.
@@ -16,27 +24,73 @@ const PARALLEL_MIN_ELEMS: usize = 1 << 17;
 
 struct PoolState {
     threads: usize,
+    /// The process the pool's threads belong to.
     pid: u32,
     pool: Option<Arc<rayon::ThreadPool>>,
 }
 
-fn state() -> &'static Mutex<PoolState> {
-    static STATE: OnceLock<Mutex<PoolState>> = OnceLock::new();
-    STATE.get_or_init(|| {
-        Mutex::new(PoolState {
+/// A lock whose word holds the owner's process id (0: free).
+struct PidLock {
+    owner: AtomicU32,
+    state: UnsafeCell<Option<PoolState>>,
+}
+
+// SAFETY: `state` is only reached through `PidLock::with`, which holds the lock: one thread
+// of one process at a time.
+unsafe impl Sync for PidLock {}
+
+static STATE: PidLock = PidLock {
+    owner: AtomicU32::new(0),
+    state: UnsafeCell::new(None),
+};
+
+impl PidLock {
+    /// Runs `f` on the state with the lock held. `f` must be short and must not start
+    /// threads, allocate much or call back into this module.
+    fn with<R>(&self, f: impl FnOnce(&mut PoolState) -> R) -> R {
+        let me = std::process::id().max(1);
+        loop {
+            match self
+                .owner
+                .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                // Held by a thread of another process: we are a fork child and that thread
+                // was not copied into us. Take the lock over.
+                Err(other)
+                    if other != 0
+                        && other != me
+                        && self
+                            .owner
+                            .compare_exchange(other, me, Ordering::Acquire, Ordering::Relaxed)
+                            .is_ok() =>
+                {
+                    break
+                }
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        // SAFETY: the lock is held (the owner word is ours), so no other thread touches the
+        // state until it is released below.
+        let state = unsafe { &mut *self.state.get() };
+        let st = state.get_or_insert_with(|| PoolState {
             threads: default_threads(),
-            pid: std::process::id(),
+            pid: me,
             pool: None,
-        })
-    })
+        });
+        if st.pid != me {
+            // A child inherits the parent's pool object but none of its threads: leak it
+            // (dropping it would signal threads that do not exist in this process).
+            std::mem::forget(st.pool.take());
+            st.pid = me;
+        }
+        let r = f(st);
+        self.owner.store(0, Ordering::Release);
+        r
+    }
 }
 
-fn lock_state() -> std::sync::MutexGuard<'static, PoolState> {
-    // A panic never happens while the lock is held, but recover rather than propagate poison.
-    state().lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `XENT_RS_NUM_THREADS` if it is a positive integer, else the number of usable cores.
+/// `XENT_RS_NUM_THREADS` if it is an integer in 1..=1024, else the number of usable cores.
 pub fn default_threads() -> usize {
     std::env::var("XENT_RS_NUM_THREADS")
         .ok()
@@ -50,59 +104,92 @@ pub fn default_threads() -> usize {
 }
 
 pub fn set_num_threads(n: usize) {
-    let mut st = lock_state();
     let n = n.max(1);
-    if st.threads != n {
+    let old = STATE.with(|st| {
+        if st.threads == n {
+            return None;
+        }
         st.threads = n;
-        st.pool = None;
-    }
+        st.pool.take()
+    });
+    drop(old); // outside the lock: dropping a pool joins nothing but may take a while
 }
 
 pub fn get_num_threads() -> usize {
-    lock_state().threads
+    STATE.with(|st| st.threads)
 }
 
-/// The pool for the current process. A child created by `fork` inherits the parent's pool
-/// object but none of its threads, so a pid change means: build a new pool and leak the old
-/// one (dropping it would try to signal threads that do not exist in this process).
+/// The pool for the current process, built (outside the lock) on first use.
 fn pool() -> Option<Arc<rayon::ThreadPool>> {
-    let mut st = lock_state();
-    let pid = std::process::id();
-    if st.pid != pid {
-        if let Some(old) = st.pool.take() {
-            std::mem::forget(old);
-        }
-        st.pid = pid;
+    let (threads, pool) = STATE.with(|st| (st.threads, st.pool.clone()));
+    if threads <= 1 || pool.is_some() {
+        return pool;
     }
-    if st.threads <= 1 {
-        return None;
-    }
-    if st.pool.is_none() {
-        let built = rayon::ThreadPoolBuilder::new()
-            .num_threads(st.threads)
+    let built = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
             .thread_name(|i| format!("xent_rs-{i}"))
             .build()
-            .ok()
-            .map(Arc::new);
-        st.pool = built;
+            .ok()?,
+    );
+    // Another thread may have built one meanwhile, or changed the count: keep the first
+    // pool of the current count.
+    STATE.with(|st| {
+        if st.threads != threads {
+            return Some(built);
+        }
+        Some(st.pool.get_or_insert(built).clone())
+    })
+}
+
+/// A flag a long call checks between chunks; set when the caller wants it to stop.
+#[derive(Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
     }
-    st.pool.clone()
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Cancel>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on this thread with `cancel` as the flag every [`map_jobs`] inside it checks.
+pub fn with_cancel<R>(cancel: &Cancel, f: impl FnOnce() -> R) -> R {
+    let prev = CURRENT.with(|c| c.replace(Some(cancel.clone())));
+    let r = f();
+    CURRENT.with(|c| *c.borrow_mut() = prev);
+    r
 }
 
 /// Runs `f` over `jobs` (in parallel when the problem has at least `PARALLEL_MIN_ELEMS`
-/// elements) and returns the results in job order.
-pub fn map_jobs<J, R, F>(jobs: Vec<J>, total_elems: usize, f: F) -> Vec<R>
+/// elements) and returns the results in job order; [`Error::Cancelled`] when the calling
+/// thread's [`Cancel`] flag was set before every job ran (outputs are then unspecified).
+pub fn map_jobs<J, R, F>(jobs: Vec<J>, total_elems: usize, f: F) -> Result<Vec<R>, Error>
 where
     J: Send,
     R: Send,
     F: Fn(J) -> R + Sync + Send,
 {
-    if jobs.len() > 1 && total_elems >= PARALLEL_MIN_ELEMS {
-        if let Some(pool) = pool() {
-            return pool.install(|| jobs.into_par_iter().map(&f).collect());
+    let cancel = CURRENT.with(|c| c.borrow().clone());
+    let run = |j: J| match &cancel {
+        Some(c) if c.is_set() => None,
+        _ => Some(f(j)),
+    };
+    let out: Option<Vec<R>> = if jobs.len() > 1 && total_elems >= PARALLEL_MIN_ELEMS {
+        match pool() {
+            Some(pool) => pool.install(|| jobs.into_par_iter().map(run).collect()),
+            None => jobs.into_iter().map(run).collect(),
         }
-    }
-    jobs.into_iter().map(f).collect()
+    } else {
+        jobs.into_iter().map(run).collect()
+    };
+    out.ok_or(Error::Cancelled)
 }
 
 /// Rows per chunk for rows of `k` elements.
@@ -126,4 +213,41 @@ pub fn split_opt<T>(buf: Option<&mut [T]>, len: usize, n: usize) -> Vec<Option<&
 /// Sums partial results in order (the deterministic reduction).
 pub fn ordered_sum(parts: &[f64]) -> f64 {
     parts.iter().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_flag_cancels_and_a_clear_one_does_not() {
+        let jobs = || (0..64).collect::<Vec<usize>>();
+        let c = Cancel::default();
+        let ok = with_cancel(&c, || map_jobs(jobs(), 1 << 20, |j| j * 2));
+        assert_eq!(ok.unwrap(), (0..64).map(|j| j * 2).collect::<Vec<_>>());
+        c.cancel();
+        let stopped = with_cancel(&c, || map_jobs(jobs(), 1 << 20, |j| j));
+        assert_eq!(stopped, Err(Error::Cancelled));
+        // Outside `with_cancel` nothing is cancelled.
+        assert!(map_jobs(jobs(), 1 << 20, |j| j).is_ok());
+    }
+
+    #[test]
+    fn a_lock_left_by_another_process_is_taken_over() {
+        // As a fork child sees it: held by a thread of another process (the parent).
+        let other = std::process::id().wrapping_add(1).max(1);
+        let lock = PidLock {
+            owner: AtomicU32::new(other),
+            state: UnsafeCell::new(Some(PoolState {
+                threads: 3,
+                pid: other,
+                pool: None,
+            })),
+        };
+        assert_eq!(
+            lock.with(|st| (st.threads, st.pid)),
+            (3, std::process::id())
+        );
+        assert_eq!(lock.owner.load(Ordering::Acquire), 0);
+    }
 }

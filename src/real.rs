@@ -3,6 +3,7 @@
 //! [`crate::simd`] for float32, float16 rows widened to float32.
 
 pub use crate::element::Element;
+use crate::error::{try_vec, Error};
 use crate::rowstats::{exp_sum_scalar, row_max_scalar, ExpSum, RowStats};
 use half::slice::HalfFloatSliceExt;
 
@@ -21,8 +22,23 @@ pub fn exp_sum<T: Real>(x: &[T], m: f64, store: Option<&mut [T]>) -> ExpSum {
 
 /// An element type with its row primitives. The defaults are portable f64 code.
 pub trait Real: Element {
-    /// The type intermediate rows are kept in (float32 for float16 logits).
+    /// The type rows are computed in: `Self`, or float32 for float16 (batch drivers widen
+    /// each chunk into a float32 copy, compute there and round each output once).
     type Work: Real;
+    /// Whether `Work` is `Self` (no widening).
+    const NATIVE: bool = true;
+    /// `out[j] = x[j]` as `Work` (exact).
+    fn widen(x: &[Self], out: &mut [Self::Work]) {
+        out.iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = <Self::Work as Element>::from_f64(v.to_f64()));
+    }
+    /// `out[j] = w[j]`, rounded to `Self`.
+    fn narrow(w: &[Self::Work], out: &mut [Self]) {
+        out.iter_mut()
+            .zip(w)
+            .for_each(|(o, &v)| *o = Self::from_f64(v.to_f64()));
+    }
 
     /// See [`row_max`].
     fn row_max(x: &[Self]) -> f64 {
@@ -31,6 +47,31 @@ pub trait Real: Element {
     /// See [`exp_sum`].
     fn exp_sum(x: &[Self], m: f64, store: Option<&mut [Self]>) -> ExpSum {
         exp_sum_scalar(x, m, store)
+    }
+    /// Overwrites the row with its exponentials `exp(v_j − m)` and returns their sum as
+    /// [`exp_sum`] would (exact in f64 here; float32 re-sums what it stored).
+    fn exp_sum_in_place(v: &mut [Self], m: f64) -> ExpSum {
+        let (mut rest, mut ties) = (0.0f64, 0usize);
+        for e in v.iter_mut() {
+            let d = e.to_f64() - m;
+            let ed = d.exp();
+            if d == 0.0 {
+                ties += 1;
+            } else {
+                rest += ed;
+            }
+            *e = Self::from_f64(ed);
+        }
+        let rest = rest + ties.saturating_sub(1) as f64;
+        let rest = if ties == 0 && !v.is_empty() {
+            f64::NAN
+        } else {
+            rest
+        };
+        ExpSum {
+            total: 1.0 + rest,
+            rest,
+        }
     }
     /// `v[j] *= a`.
     fn scale(v: &mut [Self], a: f64) {
@@ -72,6 +113,9 @@ impl Real for f32 {
         // `m` is a float32 row maximum, so the conversion is exact.
         crate::simd::exp_sum_f32(x, m as f32, store)
     }
+    fn exp_sum_in_place(v: &mut [f32], m: f64) -> ExpSum {
+        crate::simd::exp_sum_in_place_f32(v, m as f32)
+    }
     fn scale(v: &mut [f32], a: f64) {
         if v.len() < 32 {
             // Short rows: a plain (compiler-vectorised) loop beats the dispatched call.
@@ -99,50 +143,25 @@ impl Real for f64 {
     type Work = f64;
 }
 
-/// IEEE half precision: half the bytes to read, computed in float32 / f64 inside.
+/// IEEE half precision: half the bytes to read; rows are widened to float32 (exactly) by the
+/// batch drivers and run through the float32 kernels.
 impl Real for half::f16 {
     type Work = f32;
-
-    // Rows are widened to float32 (exactly) and run through the float32 SIMD kernels.
-    fn row_max(x: &[Self]) -> f64 {
-        with_f32_rows(x.len(), |a, _| {
-            x.convert_to_f32_slice(a);
-            f32::row_max(a)
-        })
+    const NATIVE: bool = false;
+    fn widen(x: &[Self], out: &mut [f32]) {
+        x.convert_to_f32_slice(out);
     }
-    fn exp_sum(x: &[Self], m: f64, store: Option<&mut [Self]>) -> ExpSum {
-        with_f32_rows(x.len(), |a, b| {
-            x.convert_to_f32_slice(a);
-            match store {
-                Some(s) => {
-                    let es = f32::exp_sum(a, m, Some(b));
-                    s.convert_from_f32_slice(b);
-                    es
-                }
-                None => f32::exp_sum(a, m, None),
-            }
-        })
-    }
-    fn scale(v: &mut [Self], a: f64) {
-        with_f32_rows(v.len(), |w, _| {
-            v.convert_to_f32_slice(w);
-            f32::scale(w, a);
-            v.convert_from_f32_slice(w);
-        })
+    fn narrow(w: &[f32], out: &mut [Self]) {
+        out.convert_from_f32_slice(w);
     }
 }
 
-/// Runs `f` with two per-thread float32 rows of length `n` (reused across calls).
-fn with_f32_rows<R>(n: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
-    thread_local! {
-        static ROWS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
-            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+/// A `Work` copy of `x` when `T` is not its own work type (`None` when it is).
+pub fn widened<T: Real>(x: &[T]) -> Result<Option<Vec<T::Work>>, Error> {
+    if T::NATIVE {
+        return Ok(None);
     }
-    ROWS.with(|rows| {
-        let mut rows = rows.borrow_mut();
-        let (a, b) = &mut *rows;
-        a.resize(n, 0.0);
-        b.resize(n, 0.0);
-        f(a, b)
-    })
+    let mut w = try_vec(x.len(), <T::Work as Element>::ZERO)?;
+    T::widen(x, &mut w);
+    Ok(Some(w))
 }

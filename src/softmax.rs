@@ -1,10 +1,10 @@
 //! `softmax`, `log_softmax` and `logsumexp` over the last axis (rows of `k` elements), from
 //! the same row statistics as the cross-entropy kernel: `log_softmax_j = (x_j − m) −
-//! log1p(S − 1)`, `softmax_j = exp(x_j − m) / S`.
+//! log1p(S − 1)`, `softmax_j = exp(x_j − m) / S`. In place needs no second buffer.
 
 use crate::error::{check_len, rows_of, Error};
 use crate::parallel::{map_jobs, rows_per_chunk};
-use crate::real::{exp_sum, row_max, Real};
+use crate::real::{exp_sum, row_max, widened, Element, Real};
 
 /// Which function of the row to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,8 +30,41 @@ pub fn softmax_row<T: Real>(x: &[T], out: &mut [T], f: RowFn) {
     }
 }
 
+/// [`softmax_row`] overwriting the row itself.
+pub fn softmax_row_in_place<T: Real>(v: &mut [T], f: RowFn) {
+    let m = row_max(v);
+    match f {
+        RowFn::Softmax => {
+            // The stored exponentials are the same whether or not the sum is refined.
+            let inv = 1.0 / T::exp_sum_in_place(v, m).total;
+            T::scale(v, inv);
+        }
+        RowFn::LogSoftmax => {
+            let log_s = exp_sum(v, m, None).log_sum();
+            v.iter_mut()
+                .for_each(|o| *o = T::from_f64((o.to_f64() - m) - log_s));
+        }
+    }
+}
+
+/// The rows of one chunk, computed in `T::Work` when `T` is widened.
+fn softmax_chunk<T: Real>(x: Option<&[T]>, o: &mut [T], k: usize, f: RowFn) -> Result<(), Error> {
+    if let Some(mut w) = widened(x.unwrap_or(o))? {
+        softmax_chunk::<T::Work>(None, &mut w, k, f)?;
+        T::narrow(&w, o);
+        return Ok(());
+    }
+    for (r, orow) in o.chunks_mut(k).enumerate() {
+        match x {
+            Some(x) => softmax_row(&x[r * k..(r + 1) * k], orow, f),
+            None => softmax_row_in_place(orow, f),
+        }
+    }
+    Ok(())
+}
+
 /// Writes `f` of each row of `x` into `out` (same length). `x == None` means in place: `out`
-/// holds the logits, and each row is copied to a scratch row first.
+/// holds the logits.
 pub fn softmax_batch<T: Real>(
     x: Option<&[T]>,
     out: &mut [T],
@@ -53,20 +86,9 @@ pub fn softmax_batch<T: Real>(
             .collect(),
         None => out.chunks_mut(chunk).map(|o| (None, o)).collect(),
     };
-    map_jobs(jobs, total, |(x, o)| {
-        let mut scratch: Vec<T> = Vec::new();
-        for (r, orow) in o.chunks_mut(k).enumerate() {
-            match x {
-                Some(x) => softmax_row(&x[r * k..(r + 1) * k], orow, f),
-                None => {
-                    scratch.clear();
-                    scratch.extend_from_slice(orow);
-                    softmax_row(&scratch, orow, f);
-                }
-            }
-        }
-    });
-    Ok(())
+    map_jobs(jobs, total, |(x, o)| softmax_chunk(x, o, k, f))?
+        .into_iter()
+        .collect()
 }
 
 /// `logsumexp` of each row of `x` into `out` (one element per row).
@@ -77,12 +99,19 @@ pub fn logsumexp_batch<T: Real>(x: &[T], out: &mut [T], k: usize) -> Result<(), 
     }
     let rpc = rows_per_chunk(k);
     let jobs: Vec<(&[T], &mut [T])> = x.chunks(rpc * k).zip(out.chunks_mut(rpc)).collect();
-    map_jobs(jobs, x.len(), |(x, o)| {
-        for (xr, ov) in x.chunks(k).zip(o.iter_mut()) {
-            let m = row_max(xr);
-            *ov = T::from_f64(m + exp_sum(xr, m, None).log_sum());
-        }
-    });
+    map_jobs(jobs, x.len(), |(x, o)| lse_rows(x, o, k))?
+        .into_iter()
+        .collect()
+}
+
+fn lse_rows<T: Real, O: Element>(x: &[T], o: &mut [O], k: usize) -> Result<(), Error> {
+    if let Some(w) = widened(x)? {
+        return lse_rows::<T::Work, O>(&w, o, k);
+    }
+    for (xr, ov) in x.chunks(k).zip(o.iter_mut()) {
+        let m = row_max(xr);
+        *ov = O::from_f64(m + exp_sum(xr, m, None).log_sum());
+    }
     Ok(())
 }
 

@@ -45,9 +45,11 @@ def _pack(loss, grad, hess, lse):
 
 
 def _reduced(total, divisor, reduction, dtype):
-    if reduction == "sum":
-        return dtype.type(total)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # A reduced loss beyond the dtype's range is ±inf (as the sum of its rows would be):
+    # no RuntimeWarning from the cast escapes.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if reduction == "sum":
+            return dtype.type(total)
         return dtype.type(np.float64(total) / np.float64(divisor))
 
 
@@ -153,7 +155,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     hess = np.empty_like(x) if return_hess else None
     total = _core.cce_forward_backward(
         grad if in_place else x, k, labels, probs, w, ignore_index, eps,
-        _grad_scale(reduction, divisor), return_lse,
+        divisor if reduction == "mean" else 1.0, return_lse,
         losses, lse, grad, hess, in_place,
     )
     loss = losses if reduction == "none" else _reduced(total, divisor, reduction, x.dtype)

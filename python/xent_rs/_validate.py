@@ -138,7 +138,7 @@ def index_target(arr, batch_shape):
 
 
 def cce_target(value, logits):
-    """('index', int64 labels) or ('probs', array of the logits' dtype and shape)."""
+    """('index', int64 labels) or ('probs', a float array of the logits' shape)."""
     if value is None:
         raise TypeError("target: expected class indices or probabilities, got None")
     arr = _as_array(value, "target")
@@ -149,7 +149,11 @@ def cce_target(value, logits):
         if arr.shape != logits.shape:
             raise ValueError(f"target: class probabilities must have the shape of logits "
                              f"{logits.shape}, got {arr.shape}")
-        probs = _native(arr.astype(logits.dtype, copy=False))
+        # Kept in their own precision (not rounded to the logits' dtype); the core reads
+        # float16, float32 and float64, anything else is widened to float64.
+        if arr.dtype not in (np.float16, np.float32, np.float64):
+            arr = arr.astype(np.float64)
+        probs = _native(arr)
         # ±inf is no probability (NaN is scored like the reference: a NaN row). One cheap
         # reduction first; the elementwise look only when it is not finite.
         with np.errstate(all="ignore"):
@@ -207,9 +211,10 @@ def out_array(out, logits, name="out"):
         raise ValueError(f"{name}: must be writeable")
     if not out.flags.aligned:
         raise ValueError(f"{name}: must be aligned")
-    if np.may_share_memory(out, logits):
-        same = (out.__array_interface__["data"][0] == logits.__array_interface__["data"][0]
-                and out.strides == logits.strides)
+    same = (out.__array_interface__["data"][0] == logits.__array_interface__["data"][0]
+            and out.strides == logits.strides)
+    # An empty array shares no memory, but passing it as its own out is still in place.
+    if np.may_share_memory(out, logits) or (same and out.size == 0):
         if not same:
             raise ValueError(f"{name}: overlaps logits without being logits itself; pass "
                              f"out=logits to write the result in place, or a separate array")

@@ -149,6 +149,8 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
         q[np.arange(n), t_safe] += c
         q[~kept] = 0.0
         divisor = np.sum(w[t_safe][kept])
+        # Q − c, the smoothing mass, summed rather than subtracted from Q.
+        smooth_mass = (eps / k) * np.sum(w)
     else:
         y = np.asarray(tgt, dtype=np.float64).reshape(n, k)
         q = w * ((1.0 - eps) * y + eps / k)
@@ -167,18 +169,24 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
             b_t = (eps / k) * w[t_safe]
             grad[rows, t_safe] = np.where(
                 kept,
-                -c * one_minus_p[rows, t_safe] + (mass[:, 0] - c) * p[rows, t_safe] - b_t,
+                -c * one_minus_p[rows, t_safe] + smooth_mass * p[rows, t_safe] - b_t,
                 0.0,
             )
+        else:
+            # A maximal class, where p and q may both be near 1: Q·p − q = (Q − q) − Q·(1 − p),
+            # with Q − q the other classes' mass (non-maximal mass + the other maxima's).
+            at_max = xf == m
+            off = np.where(at_max, 0.0, q).sum(axis=1, keepdims=True)
+            on = np.where(at_max, q, 0.0).sum(axis=1, keepdims=True)
+            grad = np.where(at_max, (off + (on - q)) - mass * one_minus_p, grad)
     grad[~kept] = 0.0
     hess[~kept] = 0.0
 
     if reduction == "mean":
-        with np.errstate(divide="ignore"):
-            scale = np.float64(1.0) / np.float64(divisor)
-        with np.errstate(invalid="ignore"):
-            grad = np.where(kept[:, None], grad * scale, 0.0)
-            hess = np.where(kept[:, None], hess * scale, 0.0)
+        # Divided, not multiplied by 1/divisor: a subnormal divisor has no finite reciprocal.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad = np.where(kept[:, None], grad / np.float64(divisor), 0.0)
+            hess = np.where(kept[:, None], hess / np.float64(divisor), 0.0)
     loss = _reduce(row_loss.reshape(x.shape[:-1]), reduction, divisor)
     lse = (m + np.log1p(rest))[:, 0].reshape(x.shape[:-1])
     return _pack(loss, grad.reshape(x.shape), hess.reshape(x.shape), lse,
@@ -204,12 +212,13 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(target, dtype=np.float64)
     eps = float(label_smoothing)
-    y = y * (1.0 - eps) + eps / 2.0
     w = np.broadcast_to(1.0 if weight is None else np.asarray(weight, np.float64), z.shape)
     pw = np.broadcast_to(1.0 if pos_weight is None else np.asarray(pos_weight, np.float64),
                          z.shape)
-    a = pw * y
-    b = 1.0 - y
+    # The smoothed target y(1−ε) + ε/2 and its complement (1 − y)(1−ε) + ε/2, the complement
+    # formed without subtracting the smoothed target from 1.
+    a = pw * (y * (1.0 - eps) + eps / 2.0)
+    b = (1.0 - y) * (1.0 - eps) + eps / 2.0
     with np.errstate(invalid="ignore", over="ignore"):
         loss = np.where(a != 0, a * _softplus(-z), 0.0) + np.where(b != 0, b * _softplus(z), 0.0)
         loss = np.where(np.isnan(z), np.nan, loss)

@@ -22,8 +22,8 @@ use std::sync::OnceLock;
 pub use exp::exp_nonpositive;
 pub use log1p::log1p_nonnegative;
 pub use rowops::{
-    block_rows_f32, exp_sum_f32, exp_sum_f32_on, row_block_stats_f32, row_max_f32, row_max_f32_on,
-    scale_f32, BLOCK_MAX_K,
+    block_rows_f32, exp_sum_f32, exp_sum_f32_on, exp_sum_in_place_f32, row_block_stats_f32,
+    row_max_f32, row_max_f32_on, scale_f32, BLOCK_MAX_K,
 };
 pub use vector::F32Vec;
 

@@ -77,10 +77,16 @@ impl<V: F32Vec> SumState<V> {
     }
 }
 
+/// The exponentials of the `n` floats at `px`, stored at `ps` unless it is null; `ps` may
+/// equal `px` (in place: each vector is read before it is overwritten).
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; `px` (and a non-null `ps`) are valid for `n`
+/// floats; `ps` is either `px` or does not overlap it.
 #[inline(always)]
-fn exp_sum<V: F32Vec>(x: &[f32], m: f32, mut store: Option<&mut [f32]>) -> ExpSum {
-    // SAFETY: as in `row_max`; loads read `LANES` elements at `i < full` inside `x`, stores
-    // write them inside `store` (same length as `x`); the tail is read and written masked.
+unsafe fn exp_sum_raw<V: F32Vec>(px: *const f32, n: usize, m: f32, ps: *mut f32) -> ExpSum {
+    // SAFETY: loads read `LANES` elements at `i < full`, inside the `n` at `px`; stores write
+    // the same positions at `ps`; the tail is read and written masked.
     unsafe {
         let mv = V::splat(m);
         let neg_m = V::splat(-m);
@@ -88,9 +94,8 @@ fn exp_sum<V: F32Vec>(x: &[f32], m: f32, mut store: Option<&mut [f32]>) -> ExpSu
         let one = V::splat(1.0);
         // Two independent accumulators hide the latency of the f64 adds.
         let (mut s0, mut s1) = (SumState::<V>::new(), SumState::<V>::new());
-        let n = x.len();
         let full = n - n % V::LANES;
-        let px = x.as_ptr();
+        let store = !ps.is_null();
         let mut i = 0;
         while i + 4 * V::LANES <= full {
             let e0 = exp_shifted(V::load(px.add(i)), mv, neg_m, lo_bound);
@@ -101,11 +106,11 @@ fn exp_sum<V: F32Vec>(x: &[f32], m: f32, mut store: Option<&mut [f32]>) -> ExpSu
             s1.add(e1, one);
             s0.add(e2, one);
             s1.add(e3, one);
-            if let Some(s) = store.as_deref_mut() {
-                e0.store(s.as_mut_ptr().add(i));
-                e1.store(s.as_mut_ptr().add(i + V::LANES));
-                e2.store(s.as_mut_ptr().add(i + 2 * V::LANES));
-                e3.store(s.as_mut_ptr().add(i + 3 * V::LANES));
+            if store {
+                e0.store(ps.add(i));
+                e1.store(ps.add(i + V::LANES));
+                e2.store(ps.add(i + 2 * V::LANES));
+                e3.store(ps.add(i + 3 * V::LANES));
             }
             i += 4 * V::LANES;
         }
@@ -114,25 +119,25 @@ fn exp_sum<V: F32Vec>(x: &[f32], m: f32, mut store: Option<&mut [f32]>) -> ExpSu
             let e1 = exp_shifted(V::load(px.add(i + V::LANES)), mv, neg_m, lo_bound);
             s0.add(e0, one);
             s1.add(e1, one);
-            if let Some(s) = store.as_deref_mut() {
-                e0.store(s.as_mut_ptr().add(i));
-                e1.store(s.as_mut_ptr().add(i + V::LANES));
+            if store {
+                e0.store(ps.add(i));
+                e1.store(ps.add(i + V::LANES));
             }
             i += 2 * V::LANES;
         }
         if i < full {
             let e = exp_shifted(V::load(px.add(i)), mv, neg_m, lo_bound);
             s0.add(e, one);
-            if let Some(s) = store.as_deref_mut() {
-                e.store(s.as_mut_ptr().add(i));
+            if store {
+                e.store(ps.add(i));
             }
         }
         if full < n {
-            let v = load_tail::<V>(&x[full..], f32::NEG_INFINITY);
+            let v = V::load_partial(px.add(full), n - full, f32::NEG_INFINITY);
             let e = exp_shifted(v, mv, neg_m, lo_bound);
             s1.add(e, one);
-            if let Some(s) = store {
-                e.store_partial(s[full..].as_mut_ptr(), n - full);
+            if store {
+                e.store_partial(ps.add(full), n - full);
             }
         }
         let ties = s0.ties.add(s1.ties).hsum_f32() as f64;
@@ -239,16 +244,33 @@ impl SimdOp for RowMax<'_> {
     }
 }
 
+/// Where the exponentials of a row go.
+enum ExpStore<'a> {
+    /// Read `x`, store into `store` (same length) when given.
+    Read(&'a [f32], Option<&'a mut [f32]>),
+    /// Overwrite the row with its exponentials.
+    InPlace(&'a mut [f32]),
+}
+
 struct ExpSumOp<'a> {
-    x: &'a [f32],
+    rows: ExpStore<'a>,
     m: f32,
-    store: Option<&'a mut [f32]>,
 }
 impl SimdOp for ExpSumOp<'_> {
     type Output = ExpSum;
     #[inline(always)]
     unsafe fn eval<V: F32Vec>(self) -> ExpSum {
-        exp_sum::<V>(self.x, self.m, self.store)
+        let (px, n, ps) = match self.rows {
+            ExpStore::Read(x, None) => (x.as_ptr(), x.len(), std::ptr::null_mut()),
+            ExpStore::Read(x, Some(s)) => {
+                assert_eq!(x.len(), s.len());
+                (x.as_ptr(), x.len(), s.as_mut_ptr())
+            }
+            ExpStore::InPlace(v) => (v.as_ptr(), v.len(), v.as_mut_ptr()),
+        };
+        // SAFETY: `eval`'s contract gives the instruction set; the pointers come from slices
+        // of `n` floats, and a separate `store` is a distinct `&mut` (cannot overlap `x`).
+        unsafe { exp_sum_raw::<V>(px, n, self.m, ps) }
     }
 }
 
@@ -303,7 +325,48 @@ pub fn row_max_f32(x: &[f32]) -> f32 {
 /// `Σ exp(x_j − m)` of a float32 row split as in [`ExpSum`], writing each exponential to
 /// `store` when given.
 pub fn exp_sum_f32(x: &[f32], m: f32, store: Option<&mut [f32]>) -> ExpSum {
-    refine_tiny_rest(x, m, dispatch(ExpSumOp { x, m, store }))
+    let es = dispatch(ExpSumOp {
+        rows: ExpStore::Read(x, store),
+        m,
+    });
+    refine_tiny_rest(x, m, es)
+}
+
+/// [`exp_sum_f32`] overwriting the row with its exponentials (no second buffer).
+pub fn exp_sum_in_place_f32(v: &mut [f32], m: f32) -> ExpSum {
+    let es = dispatch(ExpSumOp {
+        rows: ExpStore::InPlace(v),
+        m,
+    });
+    if es.rest < TINY_REST {
+        // The logits are gone: re-sum from the (flushed) float32 exponentials. Their sum is
+        // tiny, so only its relative precision matters, and the flushed terms are below
+        // 2^-126 each: rows this confident keep ~1e-7 relative unless K·2^-126 matters.
+        return exp_sum_refine_from_exps(v);
+    }
+    es
+}
+
+/// `S − 1` of a row of stored exponentials (each maximum is exactly 1), summed in f64.
+fn exp_sum_refine_from_exps(e: &[f32]) -> ExpSum {
+    let (mut rest, mut ties) = (0.0f64, 0usize);
+    for &v in e {
+        if v == 1.0 {
+            ties += 1;
+        } else {
+            rest += v as f64;
+        }
+    }
+    let rest = rest + ties.saturating_sub(1) as f64;
+    let rest = if ties == 0 && !e.is_empty() {
+        f64::NAN
+    } else {
+        rest
+    };
+    ExpSum {
+        total: 1.0 + rest,
+        rest,
+    }
 }
 
 /// Below this `S − 1`, terms that the float32 kernels flush (each below 2^-126) could
@@ -362,7 +425,13 @@ fn block_stats(x: &[f32], k: usize, o: BlockOut, stats: &mut [RowStats]) {
 /// The same kernels on an explicitly chosen path (for tests and benchmarks); `None` when the
 /// CPU does not support it.
 pub fn exp_sum_f32_on(isa: Isa, x: &[f32], m: f32, store: Option<&mut [f32]>) -> Option<ExpSum> {
-    dispatch_on(isa, ExpSumOp { x, m, store })
+    dispatch_on(
+        isa,
+        ExpSumOp {
+            rows: ExpStore::Read(x, store),
+            m,
+        },
+    )
 }
 
 /// [`row_max_f32`] on an explicit path.

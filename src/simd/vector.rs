@@ -48,6 +48,8 @@ pub trait F32Vec: Copy {
     unsafe fn select(m: Self::Mask, a: Self, b: Self) -> Self;
     /// `self < o` (false where either is NaN).
     unsafe fn lt(self, o: Self) -> Self::Mask;
+    /// Whether any lane of the mask is set.
+    unsafe fn any(m: Self::Mask) -> bool;
     /// `m ? 0 : a`.
     unsafe fn zero_where(m: Self::Mask, a: Self) -> Self;
     /// `m ? a : 0`.
@@ -160,6 +162,10 @@ impl F32Vec for Scalar {
     #[inline(always)]
     unsafe fn lt(self, o: Self) -> bool {
         self.0 < o.0
+    }
+    #[inline(always)]
+    unsafe fn any(m: bool) -> bool {
+        m
     }
     #[inline(always)]
     unsafe fn zero_where(m: bool, a: Self) -> Self {

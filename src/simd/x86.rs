@@ -136,6 +136,10 @@ pub mod avx2 {
             _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, o.0)
         }
         #[inline(always)]
+        unsafe fn any(m: __m256) -> bool {
+            _mm256_movemask_ps(m) != 0
+        }
+        #[inline(always)]
         unsafe fn zero_where(m: __m256, a: Self) -> Self {
             V(_mm256_andnot_ps(m, a.0))
         }
@@ -285,6 +289,10 @@ pub mod avx512 {
         #[inline(always)]
         unsafe fn lt(self, o: Self) -> __mmask16 {
             _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, o.0)
+        }
+        #[inline(always)]
+        unsafe fn any(m: __mmask16) -> bool {
+            m != 0
         }
         #[inline(always)]
         unsafe fn zero_where(m: __mmask16, a: Self) -> Self {

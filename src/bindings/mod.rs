@@ -1,15 +1,14 @@
-//! PyO3 bindings, the only file that names Python: extract the arguments, borrow the NumPy
+//! PyO3 bindings, the only module that names Python: extract the arguments, borrow the NumPy
 //! buffers in place, release the interpreter around the core call, map the core's typed
 //! [`Error`] to a Python exception once. Policy checks on Python values live in
 //! `python/xent_rs/_validate.py`; consistency checks that protect memory live in the core, so
 //! a call that skips the Python layer gets a `ValueError`, never an out-of-bounds access.
 
-use numpy::ndarray::Dimension;
-use numpy::{
-    Element as NpElement, PyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArray,
-    PyReadwriteArrayDyn,
-};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError};
+mod args;
+mod detach;
+
+use numpy::{Element as NpElement, PyArray1, PyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::bce::{self, Bcast, BceOutputs, BceSpec};
@@ -19,107 +18,8 @@ use crate::error::Error;
 use crate::parallel;
 use crate::real::Real;
 use crate::softmax::{self, RowFn};
-
-/// Logits of any accepted dtype, not yet borrowed (an in-place call borrows them as `out`).
-#[derive(FromPyObject)]
-enum Floats<'py> {
-    F32(Bound<'py, PyArrayDyn<f32>>),
-    F64(Bound<'py, PyArrayDyn<f64>>),
-    F16(Bound<'py, PyArrayDyn<half::f16>>),
-}
-
-/// `$body` with `$a` bound to the typed array inside `$floats`.
-macro_rules! each_float {
-    ($floats:expr, $a:ident => $body:expr) => {
-        match $floats {
-            Floats::F32($a) => $body,
-            Floats::F64($a) => $body,
-            Floats::F16($a) => $body,
-        }
-    };
-}
-
-fn to_py(e: Error) -> PyErr {
-    match e {
-        Error::Alloc { .. } => PyMemoryError::new_err(e.to_string()),
-        Error::Cancelled => PyKeyboardInterrupt::new_err(e.to_string()),
-        _ => PyValueError::new_err(e.to_string()),
-    }
-}
-
-/// Runs a core call with the interpreter released. A panic would be a bug in xent_rs; it
-/// becomes a `RuntimeError` rather than a `PanicException` (which derives from
-/// `BaseException` and escapes `except Exception`).
-fn run_detached<R: Send>(
-    py: Python<'_>,
-    f: impl FnOnce() -> Result<R, Error> + Send,
-) -> PyResult<R> {
-    py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
-        .map_err(|_| {
-            PyRuntimeError::new_err(
-                "xent_rs internal error (a Rust panic); please report it with the inputs",
-            )
-        })?
-        .map_err(to_py)
-}
-
-fn borrow_err(what: &str, e: impl std::fmt::Display) -> PyErr {
-    PyValueError::new_err(format!(
-        "{what}: cannot be used here ({e}): it may share memory with another argument; only out=logits may overlap an input"
-    ))
-}
-
-/// Borrows an input array read-only; `None` stays `None`.
-fn input<'py, T: NpElement, D: Dimension>(
-    a: Option<&Bound<'py, PyArray<T, D>>>,
-    what: &str,
-) -> PyResult<Option<PyReadonlyArray<'py, T, D>>> {
-    a.map(|a| a.try_readonly().map_err(|e| borrow_err(what, e)))
-        .transpose()
-}
-
-/// Borrows an optional output buffer of the logits' dtype for writing.
-fn output<'py, T: NpElement>(
-    a: Option<&Bound<'py, PyAny>>,
-    what: &str,
-) -> PyResult<Option<PyReadwriteArrayDyn<'py, T>>> {
-    a.map(|a| {
-        let arr = a.cast::<PyArrayDyn<T>>().map_err(|_| {
-            PyValueError::new_err(format!("{what}: must be an array of the logits' dtype"))
-        })?;
-        arr.try_readwrite().map_err(|e| borrow_err(what, e))
-    })
-    .transpose()
-}
-
-/// The contiguous data of a borrowed input.
-fn data<'a, T: NpElement, D: Dimension>(
-    a: &'a Option<PyReadonlyArray<'_, T, D>>,
-    what: &str,
-) -> PyResult<Option<&'a [T]>> {
-    a.as_ref()
-        .map(|a| {
-            a.as_slice()
-                .map_err(|_| PyValueError::new_err(format!("{what}: must be C-contiguous")))
-        })
-        .transpose()
-}
-
-/// The contiguous data of a borrowed output.
-fn data_mut<'a, T: NpElement>(
-    a: &'a mut Option<PyReadwriteArrayDyn<'_, T>>,
-    what: &str,
-) -> PyResult<Option<&'a mut [T]>> {
-    a.as_mut()
-        .map(|a| {
-            a.as_slice_mut()
-                .map_err(|_| PyValueError::new_err(format!("{what}: must be C-contiguous")))
-        })
-        .transpose()
-}
-
-type Labels<'py> = Option<Bound<'py, PyArray1<i64>>>;
-type Factor<'py> = Option<Bound<'py, PyArray1<f64>>>;
+use args::{data, data_mut, each_float, input, output, to_py, Factor, Floats, Labels, Probs};
+use detach::run_detached;
 
 /// Checks labels against `[0, k)` / `ignore_index`; returns the `mean` divisor.
 #[pyfunction]
@@ -136,15 +36,15 @@ fn cce_check_labels(
         input(weight.as_ref(), "weight")?,
     );
     let (t, w) = (data(&t, "target")?.unwrap_or(&[]), data(&w, "weight")?);
-    run_detached(py, || cce::check_labels(t, k, ignore_index, w))
+    run_detached(py, t.len(), || cce::check_labels(t, k, ignore_index, w))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn cce_typed<T: Real + NpElement>(
+fn cce_typed<T: Real + NpElement, Y: Real + NpElement>(
     py: Python<'_>,
     logits: &Bound<'_, PyArrayDyn<T>>,
     labels: Labels<'_>,
-    probs: Option<&Bound<'_, PyAny>>,
+    probs: Option<&Bound<'_, PyArrayDyn<Y>>>,
     weight: Factor<'_>,
     ignore_index: i64,
     spec: CceSpec<'_>,
@@ -155,10 +55,6 @@ fn cce_typed<T: Real + NpElement>(
     let x = input((!in_place).then_some(logits), "logits")?;
     let t = input(labels.as_ref(), "target")?;
     let w = input(weight.as_ref(), "weight")?;
-    let probs = probs
-        .map(|p| p.cast::<PyArrayDyn<T>>())
-        .transpose()
-        .map_err(|_| PyValueError::new_err("target: probabilities must have the logits' dtype"))?;
     let y = input(probs, "target")?;
     let (mut l, mut s) = (output::<T>(losses, "losses")?, output::<T>(lse, "lse")?);
     let (mut g, mut h) = (output::<T>(grad, "out")?, output::<T>(hess, "hess")?);
@@ -170,6 +66,7 @@ fn cce_typed<T: Real + NpElement>(
         (None, Some(y)) => Targets::Probs(y),
         _ => return Err(to_py(Error::TargetKind)),
     };
+    let elems = logits.len();
     let logits = data(&x, "logits")?.map_or(Logits::InGrad, Logits::Separate);
     let spec = CceSpec {
         weight: data(&w, "weight")?,
@@ -181,12 +78,13 @@ fn cce_typed<T: Real + NpElement>(
         grad: data_mut(&mut g, "out")?,
         hess: data_mut(&mut h, "hess")?,
     };
-    run_detached(py, || cce::cce_batch(logits, targets, &spec, out))
+    run_detached(py, elems, || cce::cce_batch(logits, targets, &spec, out))
 }
 
 /// Fused categorical cross-entropy over `(N, K)` logits; returns the sum of row losses.
+/// Gradient and Hessian are divided by `divisor` (the mean's; 1 for the other reductions).
 #[pyfunction]
-#[pyo3(signature = (logits, k, labels, probs, weight, ignore_index, label_smoothing, scale,
+#[pyo3(signature = (logits, k, labels, probs, weight, ignore_index, label_smoothing, divisor,
                     want_lse, losses=None, lse=None, grad=None, hess=None, in_place=false))]
 #[allow(clippy::too_many_arguments)]
 fn cce_forward_backward(
@@ -194,11 +92,11 @@ fn cce_forward_backward(
     logits: Floats<'_>,
     k: usize,
     labels: Labels<'_>,
-    probs: Option<Bound<'_, PyAny>>,
+    probs: Option<Probs<'_>>,
     weight: Factor<'_>,
     ignore_index: i64,
     label_smoothing: f64,
-    scale: f64,
+    divisor: f64,
     want_lse: bool,
     losses: Option<Bound<'_, PyAny>>,
     lse: Option<Bound<'_, PyAny>>,
@@ -210,11 +108,25 @@ fn cce_forward_backward(
         k,
         weight: None,
         label_smoothing,
-        scale,
+        divisor,
         want_lse,
     };
     let outs = [losses.as_ref(), lse.as_ref(), grad.as_ref(), hess.as_ref()];
-    each_float!(logits, a => cce_typed(py, &a, labels, probs.as_ref(), weight, ignore_index, spec, outs, in_place))
+    let (w, i) = (weight, ignore_index);
+    match probs {
+        None => {
+            each_float!(logits, a => cce_typed::<_, f64>(py, &a, labels, None, w, i, spec, outs, in_place))
+        }
+        Some(Probs::F32(p)) => {
+            each_float!(logits, a => cce_typed(py, &a, labels, Some(&p), w, i, spec, outs, in_place))
+        }
+        Some(Probs::F64(p)) => {
+            each_float!(logits, a => cce_typed(py, &a, labels, Some(&p), w, i, spec, outs, in_place))
+        }
+        Some(Probs::F16(p)) => {
+            each_float!(logits, a => cce_typed(py, &a, labels, Some(&p), w, i, spec, outs, in_place))
+        }
+    }
 }
 
 /// A broadcast factor: absent, one value, one per last-axis position, or one per element.
@@ -264,7 +176,7 @@ fn bce_typed<T: Real + NpElement>(
         grad: data_mut(&mut g, "out")?,
         hess: data_mut(&mut h, "hess")?,
     };
-    run_detached(py, || bce::bce_batch(z, y, &spec, last, out))
+    run_detached(py, y.len(), || bce::bce_batch(z, y, &spec, last, out))
 }
 
 /// Elementwise sigmoid BCE over flattened logits; returns the sum of element losses.
@@ -328,10 +240,10 @@ fn rowwise_typed<T: Real + NpElement>(
         data_mut(&mut o, "out")?.unwrap_or(&mut []),
     );
     match kind {
-        RowKind::Each(f) => run_detached(py, || softmax::softmax_batch(x, o, k, f)),
+        RowKind::Each(f) => run_detached(py, o.len(), || softmax::softmax_batch(x, o, k, f)),
         RowKind::LogSumExp => {
             let x = x.ok_or_else(|| PyValueError::new_err("logsumexp cannot run in place"))?;
-            run_detached(py, || softmax::logsumexp_batch(x, o, k))
+            run_detached(py, x.len(), || softmax::logsumexp_batch(x, o, k))
         }
     }
 }
@@ -379,7 +291,7 @@ fn top_label_typed<T: Real + NpElement>(
     let x = data(&x, "logits")?.unwrap_or(&[]);
     let c = data_mut(&mut c, "confidence")?.unwrap_or(&mut []);
     let a = data_mut(&mut a, "argmax")?.unwrap_or(&mut []);
-    run_detached(py, || calib::top_label_batch(x, k, c, a))
+    run_detached(py, x.len(), || calib::top_label_batch(x, k, c, a))
 }
 
 /// Top-label softmax confidence (float64) and first argmax (int64) of each row, in one pass.
@@ -412,7 +324,7 @@ fn temperature_typed<T: Real + NpElement>(
         data(&t, "labels")?.unwrap_or(&[]),
     );
     let w = data(&w, "weight")?;
-    let s = run_detached(py, || calib::temperature_batch(x, k, t, beta, w))?;
+    let s = run_detached(py, x.len(), || calib::temperature_batch(x, k, t, beta, w))?;
     Ok((s.loss, s.dloss_dbeta, s.weight))
 }
 
