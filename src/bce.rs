@@ -170,6 +170,41 @@ unsafe fn bce_vec<V: F32Vec>(z: V, y: V, c: &BceConsts) -> (V, V, V) {
     (V::splat(c.w32).mul(loss), grad, hess)
 }
 
+/// Elements `at..at + z.len()` of a chunk in f64 (see [`needs_f64`]), written to the outputs;
+/// returns their loss sum. Out of line: it must not crowd the vector loop's registers.
+#[cold]
+#[inline(never)]
+fn bce_f64_span(
+    z: &[f32],
+    y: &[f32],
+    c: &BceConsts,
+    at: usize,
+    outs: [&mut Option<&mut [f32]>; 3],
+) -> f64 {
+    let [losses, grad, hess] = outs;
+    let mut sum = 0.0;
+    for (j, (&zj, &yj)) in z.iter().zip(y).enumerate() {
+        let (l, g, h) = bce_elem(
+            zj as f64,
+            yj as f64,
+            c.weight,
+            c.pos_weight,
+            c.label_smoothing,
+        );
+        sum += l;
+        for (o, v) in [
+            (&mut *losses, l),
+            (&mut *grad, g * c.scale),
+            (&mut *hess, h * c.scale),
+        ] {
+            if let Some(o) = o.as_deref_mut() {
+                o[at + j] = v as f32;
+            }
+        }
+    }
+    sum
+}
+
 /// Whether a vector has a lane whose exponential the float32 kernel flushes although the
 /// weighted result is representable (`-FLUSH < |z| < fixup_limit`).
 #[inline(always)]
@@ -252,27 +287,14 @@ fn bce_chunk<V: F32Vec>(op: BceChunk<'_>) -> f64 {
                     V::load_partial(ONES.as_ptr(), len, 0.0),
                 )
             };
-            if needs_f64(zv, c) {
+            // Cheap test first (one compare): is any |z| past float32's exponent range?
+            if V::any(zv.abs().gt(V::splat(-FLUSH))) && needs_f64(zv, c) {
                 // Rare (|z| just past float32's exponent range): this vector in f64.
-                for j in i..i + len {
-                    let (l, g, h) = bce_elem(
-                        *zp.add(j) as f64,
-                        y[j] as f64,
-                        c.weight,
-                        c.pos_weight,
-                        c.label_smoothing,
-                    );
-                    extra += l;
-                    for (o, v) in [
-                        (&mut losses, l),
-                        (&mut grad, g * c.scale),
-                        (&mut hess, h * c.scale),
-                    ] {
-                        if let Some(o) = o.as_deref_mut() {
-                            o[j] = v as f32;
-                        }
-                    }
-                }
+                // Copied out first: in place, `zp` is the gradient buffer written below.
+                let mut zs = [0.0f32; 16];
+                std::ptr::copy_nonoverlapping(zp.add(i), zs.as_mut_ptr(), len);
+                let outs = [&mut losses, &mut grad, &mut hess];
+                extra += bce_f64_span(&zs[..len], &y[i..i + len], c, i, outs);
                 i += len;
                 continue;
             }

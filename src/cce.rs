@@ -168,6 +168,7 @@ struct TargetTerms {
     at_max: f64,
 }
 
+#[inline(always)]
 fn target_terms<T: Real, Y: Element>(
     x: &[T],
     m: f64,
@@ -389,7 +390,7 @@ fn cce_row_finish<T: Real, Y: Element>(
 /// The common case of [`cce_row_finish`], kept small so that short rows pay little per row:
 /// a class-index target without label smoothing, loss and optionally the gradient
 /// `c·(p − onehot(t)) / D`, `c = weight[t]`.
-#[inline]
+#[inline(always)]
 fn hard_target_row<T: Real>(
     t: usize,
     spec: &CceSpec<'_>,
@@ -410,7 +411,7 @@ fn hard_target_row<T: Real>(
 
 /// `c_d·(p − onehot(t))` from the exponentials stored in `g`: every entry but the target's
 /// is a rescaled exponential.
-#[inline]
+#[inline(always)]
 fn hard_target_grad<T: Real>(g: &mut [T], t: usize, c_d: f64, st: RowStats) {
     let inv_s = 1.0 / st.es.total;
     let e_t = g[t].to_f64();

@@ -106,16 +106,20 @@ pub trait Real: Element {
 impl Real for f32 {
     type Work = f32;
 
+    #[inline]
     fn row_max(x: &[f32]) -> f64 {
         crate::simd::row_max_f32(x) as f64
     }
+    #[inline]
     fn exp_sum(x: &[f32], m: f64, store: Option<&mut [f32]>) -> ExpSum {
         // `m` is a float32 row maximum, so the conversion is exact.
         crate::simd::exp_sum_f32(x, m as f32, store)
     }
+    #[inline]
     fn exp_sum_in_place(v: &mut [f32], m: f64) -> ExpSum {
         crate::simd::exp_sum_in_place_f32(v, m as f32)
     }
+    #[inline]
     fn scale(v: &mut [f32], a: f64) {
         if v.len() < 32 {
             // Short rows: a plain (compiler-vectorised) loop beats the dispatched call.
@@ -125,15 +129,19 @@ impl Real for f32 {
             crate::simd::scale_f32(v, a as f32)
         }
     }
+    #[inline]
     fn block_rows(k: usize) -> usize {
         crate::simd::block_rows_f32(k)
     }
+    #[inline]
     fn row_block_stats(x: &[f32], k: usize, stats: &mut [RowStats], store: Option<&mut [f32]>) {
         crate::simd::row_block_stats_f32(x, k, stats, store)
     }
+    #[inline]
     fn as_f32(x: &[f32]) -> Option<&[f32]> {
         Some(x)
     }
+    #[inline]
     fn as_f32_mut(x: &mut [f32]) -> Option<&mut [f32]> {
         Some(x)
     }

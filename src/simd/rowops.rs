@@ -318,12 +318,14 @@ impl SimdOp for RowBlock<'_> {
 
 /// `max_j x_j` of a float32 row (`-inf` for an empty row; NaN is not guaranteed to win, but
 /// a NaN logit still makes the row NaN through [`exp_sum_f32`]).
+#[inline]
 pub fn row_max_f32(x: &[f32]) -> f32 {
     dispatch(RowMax(x))
 }
 
 /// `Σ exp(x_j − m)` of a float32 row split as in [`ExpSum`], writing each exponential to
 /// `store` when given.
+#[inline]
 pub fn exp_sum_f32(x: &[f32], m: f32, store: Option<&mut [f32]>) -> ExpSum {
     let es = dispatch(ExpSumOp {
         rows: ExpStore::Read(x, store),
@@ -333,6 +335,7 @@ pub fn exp_sum_f32(x: &[f32], m: f32, store: Option<&mut [f32]>) -> ExpSum {
 }
 
 /// [`exp_sum_f32`] overwriting the row with its exponentials (no second buffer).
+#[inline]
 pub fn exp_sum_in_place_f32(v: &mut [f32], m: f32) -> ExpSum {
     let es = dispatch(ExpSumOp {
         rows: ExpStore::InPlace(v),
@@ -384,11 +387,13 @@ fn refine_tiny_rest(x: &[f32], m: f32, es: ExpSum) -> ExpSum {
 }
 
 /// `v[j] *= a`.
+#[inline]
 pub fn scale_f32(v: &mut [f32], a: f32) {
     dispatch(Scale(v, a))
 }
 
 /// Rows per [`row_block_stats_f32`] call for rows of `k` float32 elements (0: none).
+#[inline]
 pub fn block_rows_f32(k: usize) -> usize {
     match super::active() {
         _ if !(2..=BLOCK_MAX_K).contains(&k) => 0,
@@ -399,10 +404,12 @@ pub fn block_rows_f32(k: usize) -> usize {
 }
 
 /// Row statistics of [`block_rows_f32`] rows at once, one row per lane.
+#[inline]
 pub fn row_block_stats_f32(x: &[f32], k: usize, stats: &mut [RowStats], store: Option<&mut [f32]>) {
     block_stats(x, k, dispatch(RowBlock { x, k, store }), stats)
 }
 
+#[inline]
 fn block_stats(x: &[f32], k: usize, o: BlockOut, stats: &mut [RowStats]) {
     for (i, st) in stats.iter_mut().enumerate() {
         let es = ExpSum {
