@@ -1461,8 +1461,9 @@ CORE_BAD_CALLS = {
                        False),
     "cce_probs_short": (_core.cce_forward_backward, XC, 3, None, np.zeros(5, F32), None,
                         -100, 0.0, 1.0, False),
-    "cce_probs_dtype": (_core.cce_forward_backward, XC, 3, None, np.zeros((4, 3)), None,
-                        -100, 0.0, 1.0, False),
+    # Probabilities keep their own float dtype (issue 9); an integer array is none.
+    "cce_probs_dtype": (_core.cce_forward_backward, XC, 3, None, np.zeros((4, 3), np.int32),
+                        None, -100, 0.0, 1.0, False),
     "cce_both_targets": (_core.cce_forward_backward, XC, 3, LAB, _P, None, -100, 0.0, 1.0,
                          False),
     "cce_no_target": (_core.cce_forward_backward, XC, 3, None, None, None, -100, 0.0, 1.0,
