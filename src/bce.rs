@@ -329,9 +329,9 @@ pub struct BceOutputs<'a, T> {
 /// Runs the flattened batch; `z == None` means in place (the logits are in `out.grad`).
 /// `last` is the length of the last axis (for [`Bcast::Last`]). Returns the loss sum, or an
 /// [`Error`] (before anything is written) when the pieces do not fit together.
-pub fn bce_batch<T: Real>(
+pub fn bce_batch<T: Real, Y: Real>(
     z: Option<&[T]>,
-    y: &[T],
+    y: &[Y],
     spec: &BceSpec<'_>,
     last: usize,
     out: BceOutputs<'_, T>,
@@ -374,9 +374,11 @@ pub fn bce_batch<T: Real>(
         _ => None,
     };
     let partials = map_jobs(jobs, n, |(c, z, y, mut l, mut g, mut h)| {
-        if let (Some(c), Some(y)) = (&consts, T::as_f32(y)) {
+        // The vector kernel: float32 logits and targets with constant factors.
+        let f32_logits = T::as_f32(&[]).is_some();
+        if let (Some(c), Some(y), true) = (&consts, Y::as_f32(y), f32_logits) {
             return dispatch(BceChunk {
-                z: z.map(|z| T::as_f32(z).expect("same type as y")),
+                z: z.map(|z| T::as_f32(z).expect("float32 logits")),
                 y,
                 c,
                 losses: l.as_deref_mut().and_then(T::as_f32_mut),

@@ -4,7 +4,7 @@
 //! in float32 with f64 sums), so a float32 loss is rounded once, at the end, from a value
 //! that carries far more precision than it needs.
 
-/// A logits / gradient element type: float16, float32 or float64.
+/// A logits / gradient element type: float16, bfloat16, float32 or float64.
 pub trait Element: Copy + Send + Sync + PartialOrd + 'static {
     const ZERO: Self;
     fn to_f64(self) -> f64;
@@ -45,5 +45,17 @@ impl Element for half::f16 {
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         half::f16::from_f64(v)
+    }
+}
+
+impl Element for half::bf16 {
+    const ZERO: Self = half::bf16::ZERO;
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        half::bf16::from_f64(v)
     }
 }

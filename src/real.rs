@@ -164,6 +164,18 @@ impl Real for half::f16 {
     }
 }
 
+/// bfloat16 (JAX's and PyTorch's training dtype): as float16, widened to float32 per chunk.
+impl Real for half::bf16 {
+    type Work = f32;
+    const NATIVE: bool = false;
+    fn widen(x: &[Self], out: &mut [f32]) {
+        x.convert_to_f32_slice(out);
+    }
+    fn narrow(w: &[f32], out: &mut [Self]) {
+        out.convert_from_f32_slice(w);
+    }
+}
+
 /// A `Work` copy of `x` when `T` is not its own work type (`None` when it is).
 pub fn widened<T: Real>(x: &[T]) -> Result<Option<Vec<T::Work>>, Error> {
     if T::NATIVE {

@@ -366,8 +366,9 @@ def test_float16_logits(rng, kind, k):
         natural = max(np.max(np.abs(slow[1])), np.max(np.abs(slow[2])))
         assert_close(a, b, np.float32, rtol=2e-3, scale=natural)
     loss = xr.cross_entropy(x, t)
-    assert loss.dtype == np.float16
-    assert abs(float(loss) / float(ref.cross_entropy(x, t)) - 1) < 2e-3
+    # A reduced loss of 16-bit logits is float32 (issue 10): ~7 digits, not float16's 3.
+    assert loss.dtype == np.float32
+    assert abs(float(loss) / float(ref.cross_entropy(x, t)) - 1) < 1e-6
     out = x.copy()
     xr.cross_entropy(out, t, return_grad=True, out=out)
     np.testing.assert_array_equal(out, xr.cross_entropy(x, t, return_grad=True)[1])

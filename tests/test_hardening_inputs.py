@@ -1522,8 +1522,9 @@ CORE_BAD_CALLS = {
                       0.0, 1.0),
     "bce_target_short": (_core.bce_forward_backward, XC.ravel(), XC.ravel()[:5], 3, None,
                          False, None, False, 0.0, 1.0),
-    "bce_target_dtype": (_core.bce_forward_backward, XC.ravel(), np.zeros(12), 3, None,
-                         False, None, False, 0.0, 1.0),
+    # Targets keep their own float dtype (issue 9); an integer array is none.
+    "bce_target_dtype": (_core.bce_forward_backward, XC.ravel(), np.zeros(12, np.int32), 3,
+                         None, False, None, False, 0.0, 1.0),
     "bce_target_out_of_range": (_core.bce_forward_backward, XC.ravel(), np.full(12, 2, F32),
                                 3, None, False, None, False, 0.0, 1.0),
     "bce_target_nan": (_core.bce_forward_backward, XC.ravel(), np.full(12, np.nan, F32), 3,

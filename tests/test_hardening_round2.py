@@ -21,9 +21,6 @@ Items 3 and 11 (the calibration accumulator) are in test_calibration_robustness.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 import warnings
 
@@ -33,15 +30,15 @@ from hypothesis import given, settings, strategies as st
 
 import xent_rs as xr
 from xent_rs import _core, reference as ref
+from conftest import run_script as _run_script
 
 PATHS = _core.simd_paths_supported()
 
 
-def run_script(code, *, env=None, timeout=300):
-    """Runs ``code`` in a fresh interpreter; returns the completed process."""
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+def run_script(code, timeout=300, **env):
+    """``code`` (dedented) in a child interpreter; its standard output (a non-zero exit, or
+    a timeout far above its run time, fails the test)."""
+    return _run_script(textwrap.dedent(code), timeout, **env)
 
 
 # --- 1. allocation failure ----------------------------------------------------------------
@@ -59,7 +56,7 @@ def address_space():
 def test_allocation_failure_is_a_memory_error_not_an_abort():
     # A float16 row of 1e8 classes needs a 400 MB float32 working copy; with 300 MB of
     # address space left that must be a MemoryError, and the process must carry on.
-    proc = run_script(LIMITED + """
+    out = run_script(LIMITED + """
 x = np.zeros((1, 100_000_000), np.float16)
 o = np.empty_like(x)
 xr.softmax(x[:, :1000], out=o[:, :1000])          # warm up: code pages and the pool
@@ -72,16 +69,15 @@ except MemoryError as e:
     print("MemoryError", e)
 print(float(xr.cross_entropy(np.zeros((2, 3), np.float16), np.array([0, 1]))))
 """)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert lines[0].startswith("MemoryError"), proc.stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("MemoryError"), out
     assert abs(float(lines[1]) - np.log(3)) < 1e-3
 
 
 @pytest.mark.slow
 def test_allocation_in_place_float32_needs_no_row_copy():
     # "In place, no extra memory": a (1, 1e8) float32 row with 300 MB headroom succeeds.
-    proc = run_script(LIMITED + """
+    out = run_script(LIMITED + """
 x = np.zeros((1, 100_000_000), np.float32)
 xr.cross_entropy(x[:, :1000].copy(), np.array([0]), return_grad=True)
 limit = address_space() + 300 * 2**20
@@ -89,8 +85,7 @@ resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 loss, g = xr.cross_entropy(x, np.array([0]), return_grad=True, out=x)
 print(float(loss), float(g[0, 0]), float(g[0, 1]), float(g[0, -1]))
 """)
-    assert proc.returncode == 0, proc.stderr
-    loss, g0, g1, glast = map(float, proc.stdout.split())
+    loss, g0, g1, glast = map(float, out.split())
     n = 100_000_000
     assert abs(loss - np.log(n)) <= 1e-6 * np.log(n)
     assert abs(g0 - (1 / n - 1)) <= 1e-6
@@ -101,7 +96,7 @@ print(float(loss), float(g[0, 0]), float(g[0, 1]), float(g[0, -1]))
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_fork_during_pool_rebuilds_never_hangs():
-    proc = run_script("""
+    out = run_script("""
 import os, sys, threading, time, numpy as np, xent_rs as xr
 x = np.random.default_rng(0).standard_normal((2000, 100)).astype(np.float32)
 y = np.arange(2000) % 100
@@ -139,23 +134,21 @@ for pid in pids:
             break
         time.sleep(0.01)
 print(bad, hung)
-""", timeout=400)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["0", "0"], proc.stdout
+""", 400)
+    assert out.split() == ["0", "0"], out
 
 
 # --- 4. float32 BCE label smoothing ---------------------------------------------------------
 
 @pytest.mark.parametrize("isa", PATHS)
 def test_bce_smoothing_is_not_rounded_away(isa):
-    proc = run_script("""
+    out = run_script("""
 import numpy as np, xent_rs as xr
 print(float(xr.binary_cross_entropy_with_logits(np.array([1e7], np.float32),
       np.array([1.0], np.float32), label_smoothing=1e-8)))
-""", env={"XENT_RS_ISA": isa})
-    assert proc.returncode == 0, proc.stderr
+""", XENT_RS_ISA=isa)
     # (1 − y)(1 − ε) + ε/2 = 5e-9 of the mass on the negative side, times z = 1e7.
-    assert abs(float(proc.stdout) - 0.05) <= 1e-6 * 0.05
+    assert abs(float(out) - 0.05) <= 1e-6 * 0.05
 
 
 @settings(max_examples=60, derandomize=True, deadline=None)
@@ -213,7 +206,7 @@ def test_smoothed_target_gradients_match_the_reference(eps, scale, seed):
 
 @pytest.mark.parametrize("isa", PATHS)
 def test_float16_gradient_is_rounded_once(isa):
-    proc = run_script("""
+    out = run_script("""
 import numpy as np, xent_rs as xr
 l, g = xr.cross_entropy(np.array([[12, 0, 0]], np.float16), np.array([1]),
                         weight=np.array([1e3, 1e3, 1e3]), reduction="sum", return_grad=True)
@@ -222,9 +215,8 @@ l, g, h = xr.cross_entropy(np.array([[0, 0]], np.float16), np.array([0]),
                            weight=np.array([1e30, 0.0]), label_smoothing=0.1, reduction="sum",
                            return_grad=True, return_hess=True)
 print(*map(float, g.ravel()), *map(float, h.ravel()))
-""", env={"XENT_RS_ISA": isa})
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+""", XENT_RS_ISA=isa)
+    lines = out.splitlines()
     assert float(lines[0]) == float(np.float16(1e3 / (np.exp(12.0) + 2)))
     # Q = 0.95e30, p = (1/2, 1/2): the float64 values are far beyond float16's range.
     assert lines[1].split() == ["-inf", "inf", "inf", "inf"]
@@ -248,16 +240,15 @@ def test_float16_matches_float32_of_the_same_values_rounded_once(rng):
 
 @pytest.mark.parametrize("isa", PATHS)
 def test_extreme_bce_terms_are_weighted_before_they_are_flushed(isa):
-    proc = run_script("""
+    out = run_script("""
 import numpy as np, xent_rs as xr
 z = np.array([88.72, -95.0, 100.0, 30.0], np.float32)
 y = np.array([1.0, 0.0, 1.0, 1.0], np.float32)
 l, g = xr.binary_cross_entropy_with_logits(z, y, pos_weight=np.array([1e4]), reduction="none",
                                            return_grad=True)
 print(*map(repr, map(float, l)), *map(repr, map(float, g)))
-""", env={"XENT_RS_ISA": isa})
-    assert proc.returncode == 0, proc.stderr
-    vals = np.array([float(v) for v in proc.stdout.split()])
+""", XENT_RS_ISA=isa)
+    vals = np.array([float(v) for v in out.split()])
     z = np.array([88.72, -95.0, 100.0, 30.0], np.float32).astype(np.float64)
     y = np.array([1.0, 0.0, 1.0, 1.0])
     pw = 1e4
@@ -300,7 +291,7 @@ def test_extreme_probability_targets_keep_their_own_precision():
 # --- 8. memory retained ---------------------------------------------------------------------
 
 def test_no_memory_retained_after_a_float16_call():
-    proc = run_script("""
+    out = run_script("""
 import numpy as np, xent_rs as xr
 def rss():
     with open("/proc/self/status") as f:
@@ -314,9 +305,8 @@ xr.softmax(x, out=o)
 xr.cross_entropy(x, np.array([3]), return_grad=True, out=o)
 print(rss() - before)
 """)
-    assert proc.returncode == 0, proc.stderr
     # The float32 working copies (200 MB each) are released when the call returns.
-    assert int(proc.stdout) < 40 * 2**20
+    assert int(out) < 40 * 2**20
 
 
 # --- 9. errors and warnings -------------------------------------------------------------------
@@ -387,12 +377,11 @@ except KeyboardInterrupt:
 
 @pytest.mark.parametrize("isa", PATHS)
 def test_ctrl_c_interrupts_a_long_call(isa):
-    proc = run_script(CTRL_C, env={"XENT_RS_ISA": isa}, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    words = proc.stdout.split()
-    assert words[0] == "interrupted", proc.stdout
+    out = run_script(CTRL_C, 600, XENT_RS_ISA=isa)
+    words = out.split()
+    assert words[0] == "interrupted", out
     full, late = float(words[1]), float(words[2])
     # The interrupt arrives within a small fraction of the call (about 20 ms of polling
     # plus one chunk), not when the call returns (0.9 of it later); the library works after.
-    assert late < 0.4 * full, proc.stdout
+    assert late < 0.4 * full, out
     assert words[3] == "True"

@@ -45,8 +45,9 @@ def _pack(loss, grad, hess, lse):
 
 
 def _reduced(total, divisor, reduction, dtype):
-    # A reduced loss beyond the dtype's range is ±inf (as the sum of its rows would be):
-    # no RuntimeWarning from the cast escapes.
+    # 16-bit logits give a float32 reduced loss. A reduced loss beyond the dtype's range is
+    # ±inf (as the sum of its rows would be): no RuntimeWarning from the cast escapes.
+    dtype = np.dtype(np.float32) if dtype.itemsize == 2 else dtype
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if reduction == "sum":
             return dtype.type(total)
@@ -57,6 +58,23 @@ def _grad_scale(reduction, divisor):
     if reduction != "mean":
         return 1.0
     return math.inf if divisor == 0 else 1.0 / float(divisor)
+
+
+#: Submodules loaded on first attribute access (PEP 562): ``import xent_rs`` imports no
+#: framework; an adapter whose framework is missing raises ImportError when first touched.
+_SUBMODULES = ("calibration", "reference", "torch", "jax", "boosting")
+
+
+def __getattr__(name):
+    if name not in _SUBMODULES:
+        raise AttributeError(f"module 'xent_rs' has no attribute {name!r}")
+    import importlib
+
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBMODULES))
 
 
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
@@ -74,13 +92,15 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
 
     Parameters
     ----------
-    logits : array_like, float16, float32 or float64, shape (..., K)
+    logits : array_like, float16, bfloat16, float32 or float64, shape (..., K)
         Unnormalised scores; ``-inf`` masks a class. Read in place when C-contiguous.
-        float16 is widened inside and rounded once on output.
+        16-bit floats (float16, ``ml_dtypes.bfloat16``) are widened to float32 inside and
+        rounded once on output.
     target : array_like
-        Integer class indices of shape ``logits.shape[:-1]`` (values in ``[0, K)`` or
-        ``ignore_index``, any integer dtype), or float class probabilities of shape
-        ``logits.shape``.
+        Class indices of shape ``logits.shape[:-1]`` (values in ``[0, K)`` or
+        ``ignore_index``): any integer dtype, or whole-valued floats (as XGBoost, LightGBM
+        and pandas hand out labels); or float class probabilities of shape
+        ``logits.shape``, used in their own precision (not rounded to the logits' dtype).
     weight : array_like, shape (K,), optional
         Finite, non-negative per-class weights.
     ignore_index : int, default -100
@@ -101,8 +121,9 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     Returns
     -------
     loss, [grad], [hess], [lse]
-        ``loss`` is a NumPy scalar of the logits' dtype (or an array for ``"none"``); the
-        others follow in this order when requested, as a tuple.
+        ``loss`` is a NumPy scalar of the logits' dtype, float32 for 16-bit logits (a
+        float16 mean keeps only 3 digits), or an array of the logits' dtype for ``"none"``;
+        the others follow in this order when requested, as a tuple.
 
     Notes
     -----
@@ -173,7 +194,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
 
     Parameters
     ----------
-    logits : array_like, float16, float32 or float64, any shape
+    logits : array_like, float16, bfloat16, float32 or float64, any shape
     target : array_like, same shape, values in [0, 1]
         Integer or bool targets are converted.
     weight : array_like, optional
@@ -245,7 +266,7 @@ def softmax(logits, *, out=None):
 
     Parameters
     ----------
-    logits : array_like, float16, float32 or float64, shape (..., K)
+    logits : array_like, float16, bfloat16, float32 or float64, shape (..., K)
         Unnormalised scores, class axis last (K ≥ 1); ``-inf`` masks a class.
     out : ndarray, optional
         Receives the result: shape and dtype of ``logits``, C-contiguous, writeable.
@@ -281,7 +302,7 @@ def log_softmax(logits, *, out=None):
 
     Parameters
     ----------
-    logits : array_like, float16, float32 or float64, shape (..., K)
+    logits : array_like, float16, bfloat16, float32 or float64, shape (..., K)
         As for :func:`softmax`.
     out : ndarray, optional
         As for :func:`softmax`: same shape and dtype as ``logits``, and may be ``logits``.
@@ -314,7 +335,7 @@ def logsumexp(logits):
 
     Parameters
     ----------
-    logits : array_like, float16, float32 or float64, shape (..., K)
+    logits : array_like, float16, bfloat16, float32 or float64, shape (..., K)
         Unnormalised scores, class axis last (K ≥ 1); ``-inf`` masks a class.
 
     Returns

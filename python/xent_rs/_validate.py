@@ -1,8 +1,9 @@
 """Argument checking and normalisation for the public API.
 
 Every public function funnels its arguments through here, so that the Rust core only ever sees
-native-endian, aligned, C-contiguous float32/float64 arrays of consistent shapes, and every bad
-input becomes a ``TypeError`` or ``ValueError`` whose message starts with the argument's name.
+native-endian, aligned, C-contiguous float16/bfloat16/float32/float64 arrays of consistent
+shapes, and every bad input becomes a ``TypeError`` or ``ValueError`` whose message starts
+with the argument's name.
 """
 
 from __future__ import annotations
@@ -40,18 +41,27 @@ def _native(arr):
     return np.require(arr, dtype=dtype, requirements=["C", "A"])
 
 
+def is_bfloat16(dtype):
+    """``ml_dtypes.bfloat16`` (NumPy has no bfloat16 of its own; no import is needed to
+    recognise it: an array of it exists only once ml_dtypes is loaded)."""
+    return dtype.name == "bfloat16"
+
+
 def float_array(value, name="logits", *, min_ndim=0):
-    """A float16/32/64 array (read in place when already contiguous and native)."""
+    """A float16/bfloat16/float32/float64 array (read in place when already contiguous and
+    native)."""
     if value is None:
         raise TypeError(f"{name}: expected a float array, got None")
     arr = _as_array(value, name)
     kind = arr.dtype.kind
-    if kind != "f":
-        raise TypeError(f"{name}: must be a float16, float32 or float64 array, got "
+    if is_bfloat16(arr.dtype):
+        pass
+    elif kind != "f":
+        raise TypeError(f"{name}: must be a float16, bfloat16, float32 or float64 array, got "
                         f"{kind_name(arr.dtype)} dtype ({arr.dtype})")
-    if np.dtype(arr.dtype.newbyteorder("=")) not in FLOAT_DTYPES:
-        raise TypeError(f"{name}: dtype {arr.dtype} is not supported; use float16, float32 "
-                        f"or float64")
+    elif np.dtype(arr.dtype.newbyteorder("=")) not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: dtype {arr.dtype} is not supported; use float16, bfloat16, "
+                        f"float32 or float64")
     if arr.ndim < min_ndim:
         raise ValueError(f"{name}: must have at least {min_ndim} dimension(s) (the class axis "
                          f"is the last), got shape {arr.shape}")
@@ -137,23 +147,52 @@ def index_target(arr, batch_shape):
     return np.require(np.asarray(arr), dtype=np.int64, requirements=["C", "A"]).reshape(-1)
 
 
+def float_target(arr):
+    """A float target in its own precision, as the core reads it: float32 and float64 as
+    they are, 16-bit floats widened to float32 (exactly), anything else to float64."""
+    if arr.dtype.kind == "f" and arr.dtype.itemsize == 2 or is_bfloat16(arr.dtype):
+        return _native(arr.astype(np.float32))
+    if np.dtype(arr.dtype.newbyteorder("=")) not in (np.dtype(np.float32), np.dtype(np.float64)):
+        arr = arr.astype(np.float64)
+    return _native(arr)
+
+
+def float_indices(arr):
+    """Whole-valued floats (as XGBoost, LightGBM and pandas hand out labels) as int64."""
+    arr = arr.astype(np.float64)  # exact for every float dtype the core takes
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(arr) & (np.floor(arr) == arr) & (np.abs(arr) < 2.0**63)
+    if not whole.all():
+        pos = np.unravel_index(int(np.argmin(whole.reshape(-1))), arr.shape)
+        raise ValueError(f"target: float class indices must be whole numbers; found "
+                         f"{arr[pos]!r} at position {tuple(int(i) for i in pos)} (a float target "
+                         f"of the logits' shape would be read as class probabilities)")
+    return arr.astype(np.int64)
+
+
 def cce_target(value, logits):
     """('index', int64 labels) or ('probs', a float array of the logits' shape)."""
     if value is None:
         raise TypeError("target: expected class indices or probabilities, got None")
     arr = _as_array(value, "target")
     kind = arr.dtype.kind
+    if is_bfloat16(arr.dtype):
+        kind = "f"
     if kind in "iu":
+        if arr.shape == logits.shape and arr.shape != logits.shape[:-1]:
+            raise TypeError(f"target: an integer array of the logits' shape {logits.shape} "
+                            f"looks like one-hot targets; pass them as float probabilities "
+                            f"(e.g. target.astype(np.float32)), or pass class indices of shape "
+                            f"{logits.shape[:-1]}")
         return "index", index_target(arr, logits.shape[:-1])
+    if kind == "f" and arr.shape == logits.shape[:-1] and arr.shape != logits.shape:
+        return "index", index_target(float_indices(arr), logits.shape[:-1])
     if kind == "f":
         if arr.shape != logits.shape:
             raise ValueError(f"target: class probabilities must have the shape of logits "
                              f"{logits.shape}, got {arr.shape}")
-        # Kept in their own precision (not rounded to the logits' dtype); the core reads
-        # float16, float32 and float64, anything else is widened to float64.
-        if arr.dtype not in (np.float16, np.float32, np.float64):
-            arr = arr.astype(np.float64)
-        probs = _native(arr)
+        # Kept in their own precision, not rounded to the logits' dtype.
+        probs = float_target(arr)
         # ±inf is no probability (NaN is scored like the reference: a NaN row). One cheap
         # reduction first; the elementwise look only when it is not finite.
         with np.errstate(all="ignore"):
@@ -169,12 +208,23 @@ def bce_target(value, logits):
     if value is None:
         raise TypeError("target: expected an array of values in [0, 1], got None")
     arr = _as_array(value, "target")
-    if arr.dtype.kind not in "biuf":
+    if arr.dtype.kind not in "biuf" and not is_bfloat16(arr.dtype):
         raise TypeError(f"target: must be a real-valued or bool array, got dtype {arr.dtype}")
     if arr.shape != logits.shape:
         raise ValueError(f"target: must have the shape of logits {logits.shape}, got "
                          f"{arr.shape}")
-    return _native(arr.astype(logits.dtype, copy=False))
+    # In its own precision (a target of 0.3 is not rounded to float16 logits' 0.2998), but
+    # as float32 for float32 or 16-bit logits whenever that is exact (0/1 labels, bools,
+    # integers), so that the float32 vector kernel reads it.
+    work = np.float64 if logits.dtype == np.float64 else np.float32
+    if arr.dtype.kind in "biu":
+        return _native(arr.astype(work))
+    y = float_target(arr)
+    if y.dtype != work and work == np.float32:
+        y32 = y.astype(np.float32)
+        if np.array_equal(y32, y):
+            return y32
+    return y
 
 
 def broadcast_factor(value, name, shape):

@@ -7,17 +7,48 @@ use numpy::{
     Element as NpElement, PyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArray,
     PyReadwriteArrayDyn,
 };
-use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::error::Error;
 
 /// Logits of any accepted dtype, not yet borrowed (an in-place call borrows them as `out`).
-#[derive(FromPyObject)]
 pub enum Floats<'py> {
     F32(Bound<'py, PyArrayDyn<f32>>),
     F64(Bound<'py, PyArrayDyn<f64>>),
     F16(Bound<'py, PyArrayDyn<half::f16>>),
+    BF16(Bound<'py, PyArrayDyn<half::bf16>>),
+}
+
+/// Whether `ob` is an array of `ml_dtypes.bfloat16` (NumPy has no such dtype of its own, so
+/// the name is asked first: looking the dtype up when ml_dtypes is not loaded would fail).
+fn is_bfloat16(ob: &Bound<'_, PyAny>) -> bool {
+    ob.getattr("dtype")
+        .and_then(|d| d.getattr("name"))
+        .is_ok_and(|n| n.eq("bfloat16").unwrap_or(false))
+}
+
+impl<'py> FromPyObject<'_, 'py> for Floats<'py> {
+    type Error = PyErr;
+    fn extract(ob: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(a) = ob.cast::<PyArrayDyn<f32>>() {
+            return Ok(Floats::F32(a.to_owned()));
+        }
+        if let Ok(a) = ob.cast::<PyArrayDyn<f64>>() {
+            return Ok(Floats::F64(a.to_owned()));
+        }
+        if let Ok(a) = ob.cast::<PyArrayDyn<half::f16>>() {
+            return Ok(Floats::F16(a.to_owned()));
+        }
+        if is_bfloat16(&ob) {
+            if let Ok(a) = ob.cast::<PyArrayDyn<half::bf16>>() {
+                return Ok(Floats::BF16(a.to_owned()));
+            }
+        }
+        Err(PyTypeError::new_err(
+            "logits: must be a NumPy array of float16, bfloat16, float32 or float64",
+        ))
+    }
 }
 
 /// `$body` with `$a` bound to the typed array inside `$floats` (a [`Floats`]).
@@ -27,17 +58,18 @@ macro_rules! each_float {
             Floats::F32($a) => $body,
             Floats::F64($a) => $body,
             Floats::F16($a) => $body,
+            Floats::BF16($a) => $body,
         }
     };
 }
 pub(crate) use each_float;
 
-/// Class probabilities of any accepted dtype (independent of the logits').
+/// Float targets (class probabilities, BCE targets) in their own precision, independent of
+/// the logits' dtype (the Python layer widens 16-bit targets to float32, exactly).
 #[derive(FromPyObject)]
 pub enum Probs<'py> {
     F32(Bound<'py, PyArrayDyn<f32>>),
     F64(Bound<'py, PyArrayDyn<f64>>),
-    F16(Bound<'py, PyArrayDyn<half::f16>>),
 }
 
 pub fn to_py(e: Error) -> PyErr {

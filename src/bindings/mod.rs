@@ -123,9 +123,6 @@ fn cce_forward_backward(
         Some(Probs::F64(p)) => {
             each_float!(logits, a => cce_typed(py, &a, labels, Some(&p), w, i, spec, outs, in_place))
         }
-        Some(Probs::F16(p)) => {
-            each_float!(logits, a => cce_typed(py, &a, labels, Some(&p), w, i, spec, outs, in_place))
-        }
     }
 }
 
@@ -140,10 +137,10 @@ fn bcast<'a>(v: Option<&'a [f64]>, full: bool) -> Bcast<'a> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bce_typed<T: Real + NpElement>(
+fn bce_typed<T: Real + NpElement, Y: Real + NpElement>(
     py: Python<'_>,
     logits: &Bound<'_, PyArrayDyn<T>>,
-    target: &Bound<'_, PyAny>,
+    target: &Bound<'_, PyArrayDyn<Y>>,
     last: usize,
     factors: [(Factor<'_>, bool); 2],
     label_smoothing: f64,
@@ -154,9 +151,6 @@ fn bce_typed<T: Real + NpElement>(
     let [(weight, w_full), (pos_weight, pw_full)] = factors;
     let [losses, grad, hess] = outs;
     let x = input((!in_place).then_some(logits), "logits")?;
-    let target = target
-        .cast::<PyArrayDyn<T>>()
-        .map_err(|_| PyValueError::new_err("target: must have the logits' dtype"))?;
     let y = input(Some(target), "target")?;
     let (w, pw) = (
         input(weight.as_ref(), "weight")?,
@@ -187,7 +181,7 @@ fn bce_typed<T: Real + NpElement>(
 fn bce_forward_backward(
     py: Python<'_>,
     logits: Floats<'_>,
-    target: Bound<'_, PyAny>,
+    target: Probs<'_>,
     last: usize,
     weight: Factor<'_>,
     weight_full: bool,
@@ -202,7 +196,14 @@ fn bce_forward_backward(
 ) -> PyResult<f64> {
     let factors = [(weight, weight_full), (pos_weight, pos_weight_full)];
     let outs = [losses.as_ref(), grad.as_ref(), hess.as_ref()];
-    each_float!(logits, a => bce_typed(py, &a, &target, last, factors, label_smoothing, scale, outs, in_place))
+    match target {
+        Probs::F32(y) => {
+            each_float!(logits, a => bce_typed(py, &a, &y, last, factors, label_smoothing, scale, outs, in_place))
+        }
+        Probs::F64(y) => {
+            each_float!(logits, a => bce_typed(py, &a, &y, last, factors, label_smoothing, scale, outs, in_place))
+        }
+    }
 }
 
 /// The row function `rowwise` computes.
