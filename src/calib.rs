@@ -93,16 +93,23 @@ fn temperature_row<T: Real>(
     (loss, dloss)
 }
 
+/// The temperature objective's parameters shared by every row.
+#[derive(Clone, Copy)]
+struct Temperature<'a> {
+    k: usize,
+    beta: f64,
+    weight: Option<&'a [f64]>,
+}
+
 fn temperature_rows<T: Real>(
     x: &[T],
-    k: usize,
     labels: &[i64],
-    beta: f64,
-    weight: Option<&[f64]>,
+    p: Temperature<'_>,
 ) -> Result<TemperatureSums, Error> {
     if let Some(w) = widened(x)? {
-        return temperature_rows(&w, k, labels, beta, weight);
+        return temperature_rows(&w, labels, p);
     }
+    let Temperature { k, beta, weight } = p;
     let mut scratch = try_vec(k, <T::Work as Element>::ZERO)?;
     let mut e = try_vec(k, <T::Work as Element>::ZERO)?;
     let mut sums = TemperatureSums::default();
@@ -144,11 +151,10 @@ pub fn temperature_batch<T: Real>(
         .chunks((rpc * k).max(1))
         .zip(labels.chunks(rpc.max(1)))
         .collect();
-    let parts = map_jobs(jobs, n * k, |(x, t)| {
-        temperature_rows(x, k, t, beta, weight)
-    })?
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()?;
+    let p = Temperature { k, beta, weight };
+    let parts = map_jobs(jobs, n * k, |(x, t)| temperature_rows(x, t, p))?
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(TemperatureSums {
         loss: ordered_sum(&parts.iter().map(|p| p.loss).collect::<Vec<_>>()),
         dloss_dbeta: ordered_sum(&parts.iter().map(|p| p.dloss_dbeta).collect::<Vec<_>>()),

@@ -4,7 +4,7 @@
 
 pub use crate::element::Element;
 use crate::error::{try_vec, Error};
-use crate::rowstats::{exp_sum_scalar, row_max_scalar, ExpSum, RowStats};
+use crate::rowstats::{exp_sum_of_stored, exp_sum_scalar, row_max_scalar, ExpSum, RowStats};
 use half::slice::HalfFloatSliceExt;
 
 /// `max_j x_j` as f64 (`-inf` for a row of `-inf`; NaN entries may be skipped here: they
@@ -51,27 +51,9 @@ pub trait Real: Element {
     /// Overwrites the row with its exponentials `exp(v_j − m)` and returns their sum as
     /// [`exp_sum`] would (exact in f64 here; float32 re-sums what it stored).
     fn exp_sum_in_place(v: &mut [Self], m: f64) -> ExpSum {
-        let (mut rest, mut ties) = (0.0f64, 0usize);
-        for e in v.iter_mut() {
-            let d = e.to_f64() - m;
-            let ed = d.exp();
-            if d == 0.0 {
-                ties += 1;
-            } else {
-                rest += ed;
-            }
-            *e = Self::from_f64(ed);
-        }
-        let rest = rest + ties.saturating_sub(1) as f64;
-        let rest = if ties == 0 && !v.is_empty() {
-            f64::NAN
-        } else {
-            rest
-        };
-        ExpSum {
-            total: 1.0 + rest,
-            rest,
-        }
+        v.iter_mut()
+            .for_each(|e| *e = Self::from_f64((e.to_f64() - m).exp()));
+        exp_sum_of_stored(v)
     }
     /// `v[j] *= a`.
     fn scale(v: &mut [Self], a: f64) {
@@ -151,30 +133,25 @@ impl Real for f64 {
     type Work = f64;
 }
 
-/// IEEE half precision: half the bytes to read; rows are widened to float32 (exactly) by the
-/// batch drivers and run through the float32 kernels.
-impl Real for half::f16 {
-    type Work = f32;
-    const NATIVE: bool = false;
-    fn widen(x: &[Self], out: &mut [f32]) {
-        x.convert_to_f32_slice(out);
-    }
-    fn narrow(w: &[f32], out: &mut [Self]) {
-        out.convert_from_f32_slice(w);
-    }
+/// The 16-bit floats: half the bytes to read; the batch drivers widen their rows to float32
+/// (exactly) and run them through the float32 kernels.
+macro_rules! widened_to_f32 {
+    ($($t:ty),*) => {$(
+        impl Real for $t {
+            type Work = f32;
+            const NATIVE: bool = false;
+            fn widen(x: &[Self], out: &mut [f32]) {
+                x.convert_to_f32_slice(out);
+            }
+            fn narrow(w: &[f32], out: &mut [Self]) {
+                out.convert_from_f32_slice(w);
+            }
+        }
+    )*};
 }
 
-/// bfloat16 (JAX's and PyTorch's training dtype): as float16, widened to float32 per chunk.
-impl Real for half::bf16 {
-    type Work = f32;
-    const NATIVE: bool = false;
-    fn widen(x: &[Self], out: &mut [f32]) {
-        x.convert_to_f32_slice(out);
-    }
-    fn narrow(w: &[f32], out: &mut [Self]) {
-        out.convert_from_f32_slice(w);
-    }
-}
+// IEEE half precision, and bfloat16 (JAX's and PyTorch's training dtype).
+widened_to_f32!(half::f16, half::bf16);
 
 /// A `Work` copy of `x` when `T` is not its own work type (`None` when it is).
 pub fn widened<T: Real>(x: &[T]) -> Result<Option<Vec<T::Work>>, Error> {

@@ -102,6 +102,28 @@ pub fn exp_sum_scalar<T: Element, S: Element>(x: &[T], m: f64, store: Option<&mu
     }
 }
 
+/// The [`ExpSum`] of a row of stored exponentials `exp(x_j − m)` (each maximum exactly 1),
+/// summed in f64; NaN when no entry is 1 (the maximum itself was NaN).
+pub fn exp_sum_of_stored<T: Element>(e: &[T]) -> ExpSum {
+    let (mut rest, mut ties) = (0.0f64, 0usize);
+    for &v in e {
+        let v = v.to_f64();
+        if v == 1.0 {
+            ties += 1;
+        } else {
+            rest += v;
+        }
+    }
+    let rest = match ties {
+        0 if !e.is_empty() => f64::NAN,
+        _ => rest + ties.saturating_sub(1) as f64,
+    };
+    ExpSum {
+        total: 1.0 + rest,
+        rest,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

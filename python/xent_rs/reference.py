@@ -19,36 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._calibration_reference import (  # noqa: E402  (calibration metrics, same style)
-    brier_decomposition,
-    brier_score,
-    calibration_error,
-    energy_score,
-    fit_temperature,
-    label_dependence,
-    loss_breakdown,
-    negative_log_likelihood,
-    reliability_curve,
-    temperature_objective,
-)
+from . import _calibration_reference as _cal
+from ._calibration_reference import *  # noqa: F401,F403  (the calibration metrics)
 
-__all__ = [
-    "cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "log_softmax",
-    "softmax",
-    "logsumexp",
-    "calibration_error",
-    "reliability_curve",
-    "brier_score",
-    "brier_decomposition",
-    "negative_log_likelihood",
-    "temperature_objective",
-    "fit_temperature",
-    "energy_score",
-    "loss_breakdown",
-    "label_dependence",
-]
+#: The losses and building blocks defined here, then the calibration metrics.
+__all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "log_softmax", "softmax",
+           "logsumexp", *_cal.__all__]
 
 
 def _row_stats(x):

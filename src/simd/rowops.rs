@@ -6,7 +6,7 @@ use super::exp::exp_nonpositive;
 use super::log1p::log1p_nonnegative;
 use super::vector::F32Vec;
 use super::{dispatch, dispatch_on, Isa, SimdOp, FLUSH};
-use crate::rowstats::{exp_sum_scalar, ExpSum, RowStats};
+use crate::rowstats::{exp_sum_of_stored, exp_sum_scalar, ExpSum, RowStats};
 
 /// Loads the `x.len() < LANES` elements of a row's tail, filling the rest with `fill`.
 #[inline(always)]
@@ -345,31 +345,9 @@ pub fn exp_sum_in_place_f32(v: &mut [f32], m: f32) -> ExpSum {
         // The logits are gone: re-sum from the (flushed) float32 exponentials. Their sum is
         // tiny, so only its relative precision matters, and the flushed terms are below
         // 2^-126 each: rows this confident keep ~1e-7 relative unless K·2^-126 matters.
-        return exp_sum_refine_from_exps(v);
+        return exp_sum_of_stored(v);
     }
     es
-}
-
-/// `S − 1` of a row of stored exponentials (each maximum is exactly 1), summed in f64.
-fn exp_sum_refine_from_exps(e: &[f32]) -> ExpSum {
-    let (mut rest, mut ties) = (0.0f64, 0usize);
-    for &v in e {
-        if v == 1.0 {
-            ties += 1;
-        } else {
-            rest += v as f64;
-        }
-    }
-    let rest = rest + ties.saturating_sub(1) as f64;
-    let rest = if ties == 0 && !e.is_empty() {
-        f64::NAN
-    } else {
-        rest
-    };
-    ExpSum {
-        total: 1.0 + rest,
-        rest,
-    }
 }
 
 /// Below this `S − 1`, terms that the float32 kernels flush (each below 2^-126) could

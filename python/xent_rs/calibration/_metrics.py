@@ -262,8 +262,10 @@ def brier_decomposition(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15
 
     Parameters
     ----------
-    probs, labels, n_bins, strategy, convention, from_logits, sample_weight
-        As in :func:`calibration_error`.
+    probs, labels, from_logits, sample_weight
+        The forecasts and outcomes, as in :func:`brier_score`.
+    n_bins, strategy, convention
+        How each class's forecasts are binned, as in :func:`calibration_error`.
 
     Returns
     -------

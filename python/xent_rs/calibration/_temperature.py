@@ -61,8 +61,8 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *,
 
     References
     ----------
-    .. [1] C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger, "On calibration of modern neural
-       networks", ICML 2017.
+    .. [1] Temperature scaling: section 4.2 of C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger,
+       "On calibration of modern neural networks", ICML 2017, arXiv:1706.04599.
 
     Examples
     --------
