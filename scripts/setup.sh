@@ -11,7 +11,12 @@ fi
 VPY=.venv/bin/python
 "$VPY" -m pip install --quiet --upgrade pip
 "$VPY" -m pip install --quiet "maturin>=1.7,<2" numpy pytest hypothesis scikit-learn \
-  matplotlib pytest-benchmark mypy
+  matplotlib pytest-benchmark mypy ml-dtypes
+# The frameworks the adapter tests run against (PyTorch is a multi-GB download, about a
+# minute here). XENT_RS_SKIP_FRAMEWORKS=1 leaves them out: their tests are then skipped.
+if [ "${XENT_RS_SKIP_FRAMEWORKS:-0}" != 1 ]; then
+  "$VPY" -m pip install --quiet torch jax optax xgboost-cpu lightgbm
+fi
 
 rm -rf dist
 "$VPY" -m maturin build --release --out dist --interpreter "$VPY" >/dev/null

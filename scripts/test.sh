@@ -9,7 +9,9 @@ cargo fmt --check
 cargo clippy --quiet --all-targets --features python -- -D warnings
 cargo test --quiet
 
-# Run from tests/ so that `import xent_rs` finds the installed wheel, never python/.
+# Run from tests/ so that `import xent_rs` finds the installed wheel, never python/. An
+# adapter module whose framework is not installed is left out of the doctests (its tests
+# skip themselves); any other import error fails the regular tests that import it.
 cd tests
 ../.venv/bin/python -m pytest -q -p no:cacheprovider --doctest-modules \
-  --pyargs xent_rs . "$@"
+  --doctest-ignore-import-errors --pyargs xent_rs . "$@"
