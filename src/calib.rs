@@ -1,6 +1,7 @@
 //! One-pass row statistics for calibration: top-label confidence and argmax of softmax
-//! (no probability matrix is formed), and the temperature-scaling objective with its
-//! derivative with respect to the inverse temperature `β`.
+//! (no probability matrix is formed), the streaming statistics of every binned metric
+//! ([`calib_stats`]), and the temperature-scaling objective with its derivative with
+//! respect to the inverse temperature `β`.
 //!
 //! For a row `z` with label `y`, `l(β) = logsumexp(β z) − β z_y` and
 //! `l'(β) = E_{softmax(β z)}[z] − z_y = Σ_j p_j (z_j − m) + (m − z_y)`, `m = max z`, written
@@ -53,6 +54,187 @@ fn top_label_rows<T: Real>(x: &[T], k: usize, c: &mut [f64], a: &mut [i64]) -> R
         (*cv, *av) = top_label_row(row);
     }
     Ok(())
+}
+
+/// Calibration bins: edges `e_0 = 0 < … < e_n = 1` (as NumPy's `linspace` gives them) and
+/// the rule that assigns a value to a bin.
+#[derive(Clone, Copy)]
+pub struct Bins<'a> {
+    pub edges: &'a [f64],
+    /// `true`: bin `b` holds `e_b < v ≤ e_{b+1}` (the first bin from 0 itself), scikit-learn's
+    /// rule; `false`: `e_b ≤ v < e_{b+1}`, with one extra bin for `v = 1` (torchmetrics').
+    pub right: bool,
+}
+
+impl Bins<'_> {
+    fn n(&self) -> usize {
+        self.edges.len() - 1
+    }
+    /// Bins actually used: torchmetrics' rule adds one for the last edge itself.
+    pub fn slots(&self) -> usize {
+        self.n() + usize::from(!self.right)
+    }
+    /// The bin of `v` in `[0, 1]`: NumPy's `searchsorted(edges[1:-1], v)` (right rule) or
+    /// `searchsorted(edges, v, "right") − 1` (torchmetrics'), from a first guess `⌊v·n⌋`
+    /// corrected against the edges themselves (so it is the same for every edge rounding).
+    /// `v` is a probability, never NaN.
+    #[inline]
+    fn index(&self, v: f64) -> usize {
+        let (e, n) = (self.edges, self.n());
+        let top = if self.right { n - 1 } else { n };
+        let mut b = ((v * n as f64) as usize).min(top);
+        if self.right {
+            while b > 0 && e[b] >= v {
+                b -= 1;
+            }
+            while b < top && e[b + 1] < v {
+                b += 1;
+            }
+        } else {
+            while b > 0 && e[b] > v {
+                b -= 1;
+            }
+            while b < top && e[b + 1] <= v {
+                b += 1;
+            }
+        }
+        b
+    }
+}
+
+/// The layout of [`calib_stats`]' output, for `slots` bins and `k` classes: top-label bins
+/// `(3, slots)` (weight, confidence, outcome sums), one-vs-rest bins `(3, k, slots)`
+/// (weight, forecast, outcome sums), then five sums (weight, Brier, NLL, accuracy,
+/// confidence).
+pub fn calib_stats_len(slots: usize, k: usize) -> usize {
+    3 * slots * (1 + k) + 5
+}
+
+/// Streaming calibration statistics of `(N, k)` logits (softmax) or probabilities with class
+/// labels and optional sample weights, added to `out` (see [`calib_stats_len`]). One pass
+/// per row: the maximum, the sum of exponentials, then each class's float64 probability
+/// binned once. Rows of weight 0 add nothing. The numbers are those of the one-shot
+/// metrics: float64 softmax probabilities `exp(x_j − m)·(1/S)`, top-label confidence
+/// `1/S` from the element type's own sum (as `top_label` computes it), NLL `m − x_y + log S`.
+#[allow(clippy::too_many_arguments)]
+pub fn calib_stats<T: Real>(
+    x: &[T],
+    k: usize,
+    from_logits: bool,
+    labels: &[i64],
+    weight: Option<&[f64]>,
+    bins: Bins<'_>,
+    out: &mut [f64],
+) -> Result<(), Error> {
+    let n = rows_of(x.len(), k)?;
+    check_len(Some(labels), n, "labels")?;
+    check_len(weight, n, "sample_weight")?;
+    if bins.edges.len() < 2 {
+        return Err(Error::Size {
+            arg: "edges",
+            expected: 2,
+            got: bins.edges.len(),
+        });
+    }
+    let len = calib_stats_len(bins.slots(), k);
+    check_len(Some(&*out), len, "out")?;
+    if let Some(position) = labels.iter().position(|&t| t < 0 || t as u64 >= k as u64) {
+        return Err(Error::Label {
+            arg: "labels",
+            position,
+            value: labels[position],
+            k,
+            ignore_index: None,
+        });
+    }
+    // Fixed blocks of rows (independent of the thread count), reduced in order, a bounded
+    // number of them alive at once.
+    let rows = rows_per_chunk(k).max(2048);
+    let blocks: Vec<(usize, &[T])> = x.chunks(rows * k).enumerate().collect();
+    for group in blocks.chunks(64) {
+        let deltas = map_jobs(group.to_vec(), group.len() * rows * k, |(b, xb)| {
+            let r0 = b * rows;
+            let nb = xb.len() / k;
+            let w = weight.map(|w| &w[r0..r0 + nb]);
+            calib_block(xb, k, from_logits, &labels[r0..r0 + nb], w, bins, len)
+        })?;
+        for d in deltas {
+            for (o, v) in out.iter_mut().zip(d?) {
+                *o += v;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The statistics of one block of rows, from zero.
+fn calib_block<T: Real>(
+    x: &[T],
+    k: usize,
+    from_logits: bool,
+    labels: &[i64],
+    weight: Option<&[f64]>,
+    bins: Bins<'_>,
+    len: usize,
+) -> Result<Vec<f64>, Error> {
+    if let Some(w) = widened(x)? {
+        return calib_block(&w, k, from_logits, labels, weight, bins, len);
+    }
+    let slots = bins.slots();
+    let (ovr, sums) = (3 * slots, 3 * slots + 3 * k * slots);
+    let mut d = try_vec(len, 0.0f64)?;
+    let mut p = try_vec(k, 0.0f64)?;
+    for (r, (row, &y)) in x.chunks(k).zip(labels).enumerate() {
+        let w = weight.map_or(1.0, |w| w[r]);
+        if w == 0.0 {
+            continue;
+        }
+        let y = y as usize;
+        let (conf, arg, nll) = if from_logits {
+            let m = row_max(row);
+            let arg = row.iter().position(|v| v.to_f64() == m).unwrap_or(0);
+            // The element type's own sum for the confidence (what `top_label` gives) ...
+            let conf = 1.0 / exp_sum(row, m, None).total;
+            // ... and the float64 softmax for the probabilities (what `softmax` of float64
+            // logits gives).
+            for (pj, &v) in p.iter_mut().zip(row) {
+                *pj = v.to_f64() - m;
+            }
+            crate::simd::exp_f64_in_place(&mut p);
+            let es = crate::rowstats::exp_sum_of_stored(&p);
+            let inv = 1.0 / es.total;
+            p.iter_mut().for_each(|pj| *pj *= inv);
+            (conf, arg, (m - row[y].to_f64()) + es.log_sum())
+        } else {
+            for (pj, &v) in p.iter_mut().zip(row) {
+                *pj = v.to_f64();
+            }
+            let top = p.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let arg = p.iter().position(|&v| v == top).unwrap_or(0);
+            (top, arg, -p[y].ln())
+        };
+        let hit = if arg == y { 1.0 } else { 0.0 };
+        let b = bins.index(conf);
+        d[b] += w;
+        d[slots + b] += w * conf;
+        d[2 * slots + b] += w * hit;
+        let mut brier = 0.0;
+        for (j, &pj) in p.iter().enumerate() {
+            let b = bins.index(pj);
+            d[ovr + j * slots + b] += w;
+            d[ovr + (k + j) * slots + b] += w * pj;
+            let dj = if j == y { pj - 1.0 } else { pj };
+            brier += dj * dj;
+        }
+        d[ovr + (2 * k + y) * slots + bins.index(p[y])] += w;
+        for (o, v) in d[sums..]
+            .iter_mut()
+            .zip([w, w * brier, w * nll, w * hit, w * conf])
+        {
+            *o += v;
+        }
+    }
+    Ok(d)
 }
 
 /// Sums of `w_y·l(β)`, `w_y·l'(β)` and `w_y` over a batch (the caller divides).
@@ -165,6 +347,34 @@ pub fn temperature_batch<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bins_match_counting_edges_for_both_rules() {
+        for n in [1usize, 2, 3, 7, 10, 15, 100] {
+            // NumPy's linspace: i·(1/n), the last edge exactly 1.
+            let step = 1.0 / n as f64;
+            let mut edges: Vec<f64> = (0..=n).map(|i| i as f64 * step).collect();
+            edges[n] = 1.0;
+            let mut values: Vec<f64> = (0..=4000).map(|i| i as f64 / 4000.0).collect();
+            values.extend(edges.iter().copied());
+            values.extend(edges.iter().map(|&e| f64::from_bits(e.to_bits() + 1)));
+            values.extend(edges[1..].iter().map(|&e| f64::from_bits(e.to_bits() - 1)));
+            for right in [true, false] {
+                let bins = Bins {
+                    edges: &edges,
+                    right,
+                };
+                for &v in &values {
+                    let want = if right {
+                        edges[1..n].iter().filter(|&&e| e < v).count()
+                    } else {
+                        edges.iter().filter(|&&e| e <= v).count() - 1
+                    };
+                    assert_eq!(bins.index(v), want, "n={n} right={right} v={v}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn top_label_of_a_known_row() {

@@ -44,6 +44,7 @@ mod layering {
         ("simd", 2, include_str!("simd/vector.rs")),
         ("simd", 2, include_str!("simd/x86.rs")),
         ("simd", 2, include_str!("simd/exp.rs")),
+        ("simd", 2, include_str!("simd/exp64.rs")),
         ("simd", 2, include_str!("simd/log1p.rs")),
         ("simd", 2, include_str!("simd/rowops.rs")),
         ("real", 3, include_str!("real.rs")),

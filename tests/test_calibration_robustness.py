@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pytest
 
+import xent_rs as xr
 from xent_rs import calibration as cal
 from xent_rs import _calibration_reference as ref
 
@@ -144,7 +145,9 @@ def test_an_interrupted_update_changes_nothing(monkeypatch, index, exc):
 
 
 def test_a_helper_failing_on_its_jth_call_changes_nothing(monkeypatch):
-    """The issue's recipe: an internal helper raises on its j-th call, for several j."""
+    """The issue's recipe: an internal helper raises on its j-th call, for several j (on
+    the NumPy path, which has such helpers; the fused path is one core call, below)."""
+    monkeypatch.setattr(cal._accumulator, "_FUSED_MAX_SLOTS", 0)
     monkeypatch.setattr(cal._rows, "_CHUNK_ELEMENTS", 4 * 50)  # 50-row chunks: 6 calls
     z, y, w = problem(3, 300, 4, weighted=True)
     clean = cal.CalibrationAccumulator(9, from_logits=True).update(z[:40], y[:40])
@@ -169,6 +172,46 @@ def test_a_helper_failing_on_its_jth_call_changes_nothing(monkeypatch):
         acc.update(z, y, w)
         assert snapshot(acc) == snapshot(clean)
         results_close(acc.result(), clean.result(), 0)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, MemoryError])
+def test_an_interrupted_fused_pass_changes_nothing(monkeypatch, exc):
+    z, y, w = problem(3, 300, 4, weighted=True)
+    acc = cal.CalibrationAccumulator(9, from_logits=True).update(z[:40], y[:40])
+    before = snapshot(acc)
+
+    def interrupted(*args):
+        raise exc
+
+    monkeypatch.setattr(cal._accumulator._core, "calib_stats", interrupted)
+    with pytest.raises(exc):
+        acc.update(z, y, w)
+    assert snapshot(acc) == before and acc.count == 40
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("convention", ["right", "torchmetrics"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_the_fused_pass_equals_the_numpy_path(monkeypatch, from_logits, convention, weighted,
+                                               dtype):
+    """The Rust pass (every statistic of an update at once) against the per-statistic NumPy
+    path it replaces for small K × bins: the same sums to float64 rounding."""
+    if dtype == "bfloat16":
+        dtype = pytest.importorskip("ml_dtypes").bfloat16
+    z, y, w = problem(7, 3000, 6, weighted=weighted)
+    z = (z * 2).astype(dtype)
+    scores = z if from_logits else xr.softmax(z.astype(np.float64)).astype(dtype)
+    if not from_logits:
+        scores = np.clip(scores, 0, 1)
+    results = []
+    for limit in (cal._accumulator._FUSED_MAX_SLOTS, 0):
+        monkeypatch.setattr(cal._accumulator, "_FUSED_MAX_SLOTS", limit)
+        acc = cal.CalibrationAccumulator(11, convention=convention, from_logits=from_logits)
+        for rows in np.array_split(np.arange(len(y)), 3):
+            acc.update(scores[rows], y[rows], None if w is None else w[rows])
+        results.append(acc.result())
+    results_close(results[0], results[1], 1e-12)
 
 
 def test_a_refused_update_changes_nothing():

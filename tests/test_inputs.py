@@ -72,7 +72,7 @@ def test_non_whole_float_indices_are_refused_naming_the_position(bad, pos):
 
 
 def test_one_hot_integer_targets_get_a_pointer_to_probabilities():
-    with pytest.raises(TypeError, match="target: .*one-hot.*float probabilities"):
+    with pytest.raises(ValueError, match="target: .*one-hot.*float probabilities"):
         xr.cross_entropy(np.zeros((3, 4), np.float32), np.eye(4, dtype=np.int64)[:3])
     # As floats they are probabilities, and give the index loss.
     onehot = np.eye(4)[[0, 1, 3]]

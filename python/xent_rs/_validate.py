@@ -180,7 +180,7 @@ def cce_target(value, logits):
         kind = "f"
     if kind in "iu":
         if arr.shape == logits.shape and arr.shape != logits.shape[:-1]:
-            raise TypeError(f"target: an integer array of the logits' shape {logits.shape} "
+            raise ValueError(f"target: an integer array of the logits' shape {logits.shape} "
                             f"looks like one-hot targets; pass them as float probabilities "
                             f"(e.g. target.astype(np.float32)), or pass class indices of shape "
                             f"{logits.shape[:-1]}")
@@ -285,13 +285,16 @@ def array(value, name):
 
 
 def any_float_array(value, name):
-    """A float array of any precision, as native aligned C-contiguous float32 (16- and 32-bit
-    input) or float64 (64-bit and wider: longdouble is rounded; beyond float64 it is ±inf)."""
+    """A float array of any precision, native, aligned and C-contiguous: float16, bfloat16,
+    float32 and float64 as they are (the kernels read them in place; no copy when the input
+    already is so), wider floats as float64 (longdouble is rounded; beyond float64 ±inf)."""
     arr = array(value, name)
+    if is_bfloat16(arr.dtype):
+        return _native(arr)
     if arr.dtype.kind != "f":
         raise TypeError(f"{name}: must be a float array (probabilities or logits), got "
                         f"{kind_name(arr.dtype)} dtype ({arr.dtype})")
-    dtype = np.float32 if arr.dtype.itemsize <= 4 else np.float64
+    dtype = arr.dtype.newbyteorder("=") if arr.dtype.itemsize <= 4 else np.float64
     with np.errstate(over="ignore"):  # a longdouble beyond float64 becomes ±inf, checked next
         return np.require(arr, dtype=dtype, requirements=["C", "A"])
 

@@ -343,6 +343,60 @@ fn temperature_objective(
     each_float!(logits, a => temperature_typed(py, &a, k, &labels, beta, weight))
 }
 
+#[allow(clippy::too_many_arguments)]
+fn calib_stats_typed<T: Real + NpElement>(
+    py: Python<'_>,
+    scores: &Bound<'_, PyArrayDyn<T>>,
+    k: usize,
+    from_logits: bool,
+    labels: &Bound<'_, PyArray1<i64>>,
+    weight: Factor<'_>,
+    edges: &Bound<'_, PyArray1<f64>>,
+    right: bool,
+    out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let (x, t) = (
+        input(Some(scores), "scores")?,
+        input(Some(labels), "labels")?,
+    );
+    let (w, e) = (
+        input(weight.as_ref(), "sample_weight")?,
+        input(Some(edges), "edges")?,
+    );
+    let mut o = output::<f64>(Some(out), "out")?;
+    let (x, t) = (
+        data(&x, "scores")?.unwrap_or(&[]),
+        data(&t, "labels")?.unwrap_or(&[]),
+    );
+    let (w, edges) = (
+        data(&w, "sample_weight")?,
+        data(&e, "edges")?.unwrap_or(&[]),
+    );
+    let o = data_mut(&mut o, "out")?.unwrap_or(&mut []);
+    let bins = calib::Bins { edges, right };
+    run_detached(py, x.len(), || {
+        calib::calib_stats(x, k, from_logits, t, w, bins, o)
+    })
+}
+
+/// Adds the streaming calibration statistics of `(N, k)` scores to the float64 `out`.
+#[pyfunction]
+#[pyo3(signature = (scores, k, from_logits, labels, weight, edges, right, out))]
+#[allow(clippy::too_many_arguments)]
+fn calib_stats(
+    py: Python<'_>,
+    scores: Floats<'_>,
+    k: usize,
+    from_logits: bool,
+    labels: Bound<'_, PyArray1<i64>>,
+    weight: Factor<'_>,
+    edges: Bound<'_, PyArray1<f64>>,
+    right: bool,
+    out: Bound<'_, PyAny>,
+) -> PyResult<()> {
+    each_float!(scores, a => calib_stats_typed(py, &a, k, from_logits, &labels, weight, &edges, right, &out))
+}
+
 /// The float32 instruction-set path in use (`XENT_RS_ISA` can force a lower one).
 #[pyfunction]
 fn simd_path() -> &'static str {
@@ -362,6 +416,7 @@ fn simd_paths_supported() -> Vec<&'static str> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(top_label, m)?)?;
     m.add_function(wrap_pyfunction!(temperature_objective, m)?)?;
+    m.add_function(wrap_pyfunction!(calib_stats, m)?)?;
     m.add_function(wrap_pyfunction!(simd_path, m)?)?;
     m.add_function(wrap_pyfunction!(simd_paths_supported, m)?)?;
     m.add_function(wrap_pyfunction!(cce_check_labels, m)?)?;

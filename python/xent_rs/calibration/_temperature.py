@@ -80,9 +80,9 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *,
         exponent = _rows.weight_exponent(weight, len(weight))
         weight = _rows.scaled_weights(weight, len(weight), exponent)
     live = _live_rows(z, labels, weight)
-    if _loss_is_constant(z, live):
+    constant, scale, all_top = _scan(z, labels, live)
+    if constant:
         return 1.0
-    scale = float(np.max(np.abs(z[np.isfinite(z)]), initial=0.0))
     if not 1e-100 <= scale <= 1e100:
         # T scales with the logits: search on z / scale, where 1/T stays in range.
         t = fit_temperature(z / scale, labels, weight=weight) * scale
@@ -90,8 +90,7 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *,
             raise ValueError("logits: the fitted temperature is outside the float64 range "
                              f"(logits of magnitude {scale:g})")
         return float(t)
-    z_y = z[np.arange(z.shape[0]), labels]
-    if (z_y[live] >= z[live].max(axis=1)).all():
+    if all_top:
         raise ValueError("logits: every row's labelled class has the largest logit, so the "
                          "loss keeps decreasing as T -> 0; no finite temperature minimises it")
 
@@ -102,7 +101,7 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *,
     if not g_lo < 0:
         raise ValueError("logits: the loss does not decrease for any T > 0 (the logits rank "
                          "the labels no better than chance), so it is minimised as T -> inf")
-    beta_cap = 1e300 / max(1.0, float(np.abs(np.where(np.isfinite(z), z, 0.0)).max()))
+    beta_cap = 1e300 / max(1.0, scale)
     lo, g_lo, hi, g_hi = _bracket(slope, lo, g_lo, beta_cap)
     if g_hi == 0:
         return float(1.0 / hi)
@@ -125,13 +124,25 @@ def _live_rows(z, labels, weight):
     return live
 
 
-def _loss_is_constant(z, live):
-    """Whether every live row's unmasked logits are equal: then softmax(z / T) is the same
-    for every T, and so is the loss."""
-    rows = z[live]
-    top = rows.max(axis=1)
-    bottom = np.where(np.isneginf(rows), np.inf, rows).min(axis=1)
-    return bool((top == bottom).all())
+def _scan(z, labels, live):
+    """One pass over row chunks (no temporary of the logits' size, so a memory-mapped file
+    costs only the pages read): whether every live row's unmasked logits are equal (then
+    softmax(z / T), and the loss, are the same for every T), the largest finite ``|z|``, and
+    whether every live row's labelled class has the largest logit."""
+    constant, all_top, scale = True, True, 0.0
+    for rows in _rows.row_chunks(z.shape[0], z.shape[1]):
+        c, keep = np.asarray(z[rows]), live[rows]
+        finite = np.isfinite(c)
+        if finite.any():
+            scale = max(scale, float(np.abs(c, where=finite, out=np.zeros(c.shape)).max()))
+        c, y = c[keep], labels[rows][keep]
+        if not len(c):
+            continue
+        top = c.max(axis=1)
+        bottom = np.where(np.isneginf(c), np.inf, c).min(axis=1)
+        constant = constant and bool((top == bottom).all())
+        all_top = all_top and bool((c[np.arange(len(c)), y] >= top).all())
+    return constant, scale, all_top
 
 
 def _bracket(slope, lo, g_lo, beta_cap):
