@@ -15,7 +15,8 @@ VPY=.venv/bin/python
 # The frameworks the adapter tests run against (PyTorch is a multi-GB download, about a
 # minute here). XENT_RS_SKIP_FRAMEWORKS=1 leaves them out: their tests are then skipped.
 if [ "${XENT_RS_SKIP_FRAMEWORKS:-0}" != 1 ]; then
-  "$VPY" -m pip install --quiet torch jax optax xgboost-cpu lightgbm
+  "$VPY" -m pip install --quiet torch jax optax xgboost-cpu lightgbm "dask[array]" \
+    distributed pyarrow tqdm
 fi
 
 rm -rf dist

@@ -62,7 +62,7 @@ def _grad_scale(reduction, divisor):
 
 #: Submodules loaded on first attribute access (PEP 562): ``import xent_rs`` imports no
 #: framework; an adapter whose framework is missing raises ImportError when first touched.
-_SUBMODULES = ("calibration", "reference", "torch", "jax", "boosting")
+_SUBMODULES = ("calibration", "reference", "torch", "jax", "boosting", "dask", "cli")
 
 
 def __getattr__(name):
