@@ -22,10 +22,11 @@ of ``jax.grad``).
   ``optax.sigmoid_binary_cross_entropy`` return them, and a ``"mean"`` or ``"sum"`` in the
   logits' dtype too, as ``jnp.mean`` / ``jnp.sum`` of those give (16-bit logits: the core
   accumulates in float64 and rounds once). The gradient has the logits' dtype.
-* Shapes and dtypes are checked when the function is traced; values (class indices in
-  range, finite non-negative weights) when it runs: eagerly a ``ValueError``, under ``jit``
-  a ``jax.errors.JaxRuntimeError`` carrying the same message (weights that are concrete
-  arrays are checked at trace time as well).
+* Shapes and dtypes are checked when the function is traced (``TypeError`` /
+  ``ValueError`` naming the argument); values (class indices in range, finite
+  non-negative weights) when it runs, as a ``jax.errors.JaxRuntimeError`` carrying the
+  core's message (eagerly too: every call is an XLA computation). Weights that are
+  concrete arrays are checked at trace time as well.
 * ``jax.vmap`` sends the whole batch of problems to the host in one call
   (``vmap_method="expand_dims"``: a shared argument arrives with a leading axis of size 1,
   not tiled), and each problem is reduced on its own, exactly as an unbatched call would.
@@ -96,11 +97,16 @@ def _run(spec, x, arrays, loss, grad):
         args = {k: _problem(a, index) for k, a in arrays.items()}
         if grad is not None:
             value, _ = core(x[index], **args, **dict(spec.options), return_grad=True,
-                            out=grad[index])
+                            out=grad[index + (...,)])  # a view, even 0-d
         else:
             value = core(x[index], **args, **dict(spec.options))
         with np.errstate(over="ignore"):  # a float32 mean beyond float16's range is inf
             loss[index] = value
+
+
+def _present(spec):
+    """The names of the array arguments other than logits that were given."""
+    return [k for k, n in spec.ndims[1:] if n >= 0]
 
 
 def _callback_host(spec, want_grad, logits, arrays):
@@ -135,8 +141,11 @@ def _call_host(spec, want_grad, logits, arrays):
         return callback(logits, arrays)
 
     def ffi(logits, arrays):
+        # In the order of spec.ndims, which the handler follows (a dict that has been
+        # through a JAX transformation comes back with its keys sorted).
+        operands = [arrays[k] for k in _present(spec)]
         call = jax.ffi.ffi_call(_FFI_TARGET, shapes, vmap_method=_VMAP_METHOD)
-        return call(logits, *arrays.values(), spec_id=np.int64(_spec_id(spec, want_grad)))
+        return call(logits, *operands, spec_id=np.int64(_spec_id(spec, want_grad)))
 
     return jax.lax.platform_dependent(logits, arrays, cpu=ffi, default=callback)
 
@@ -259,8 +268,8 @@ def _ffi_execute(frame):
         spec, want_grad = _SPECS[ctypes.cast(scalar.value, ctypes.POINTER(ctypes.c_int64))[0]]
         ins = [_buffer_array(f.args.items[i]) for i in range(f.args.size)]
         outs = [_buffer_array(f.rets.items[i]) for i in range(f.rets.size)]
-        names = [k for k, n in spec.ndims if n >= 0][1:]
-        _run(spec, ins[0], dict(zip(names, ins[1:])), outs[0], outs[1] if want_grad else None)
+        arrays = dict(zip(_present(spec), ins[1:]))
+        _run(spec, ins[0], arrays, outs[0], outs[1] if want_grad else None)
         return None
     except Exception as exc:  # noqa: BLE001 - handed to XLA, which raises it in the caller
         message = str(exc).encode("utf-8", "replace")
@@ -449,9 +458,11 @@ def cross_entropy(logits: Any, target: Any, *, weight: Any = None, ignore_index:
         A wrong dtype; a gradient asked for with respect to ``target`` or ``weight``; a
         second derivative (``jax.jvp`` raises JAX's own ``TypeError`` for forward mode).
     ValueError
-        A wrong shape, ``reduction`` or ``label_smoothing``, at trace time; a class index
-        out of range or a bad weight value when the computation runs (under ``jit`` inside
-        a ``jax.errors.JaxRuntimeError``).
+        A wrong shape, ``reduction`` or ``label_smoothing``, or a concrete ``weight`` with
+        a negative or non-finite value, at trace time.
+    jax.errors.JaxRuntimeError
+        A class index out of range, or a bad traced weight value, when the computation
+        runs (the message is the core's ``ValueError``).
 
     Notes
     -----
@@ -521,7 +532,7 @@ def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = 
 
     Raises
     ------
-    TypeError, ValueError
+    TypeError, ValueError, jax.errors.JaxRuntimeError
         As for :func:`cross_entropy`.
 
     Examples
@@ -530,9 +541,9 @@ def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = 
     >>> import xent_rs.jax as xj
     >>> z, y = jnp.array([0.0, 2.0]), jnp.array([1.0, 0.0])
     >>> round(float(xj.binary_cross_entropy_with_logits(z, y, reduction="sum")), 5)
-    2.82203
+    2.82008
     >>> jax.grad(xj.binary_cross_entropy_with_logits)(z, y)
-    Array([-0.25     ,  0.4404039], dtype=float32)
+    Array([-0.25     ,  0.4403985], dtype=float32)
     """
     x = _float_logits(logits, 0)
     options = {"label_smoothing": _v.label_smoothing(label_smoothing),
