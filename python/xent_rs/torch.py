@@ -1,0 +1,503 @@
+"""PyTorch adapter: ``torch.nn.functional`` / ``torch.nn`` drop-ins on the xent_rs kernels.
+
+``cross_entropy``, ``binary_cross_entropy_with_logits``, ``CrossEntropyLoss`` and
+``BCEWithLogitsLoss`` take PyTorch's arguments with PyTorch's meaning (class axis 1: input
+``(C,)``, ``(N, C)`` or ``(N, C, d1, ...)``). CPU tensors of float16, bfloat16, float32 and
+float64 run on the fused Rust kernels, which return the loss and its gradient from one pass
+over the logits; anything else (another device, a target or weight that requires grad) goes
+to ``torch.nn.functional``.
+
+The kernels are registered as the operators ``torch.ops.xent_rs.cross_entropy`` and
+``torch.ops.xent_rs.binary_cross_entropy_with_logits`` (``torch.library.custom_op``), with a
+fake implementation for tracing and an autograd formula, so that ``torch.compile`` (also
+with ``fullgraph=True``), ``torch.library.opcheck`` and ``torch.autograd.gradcheck`` work.
+Each operator takes the logits with the class axis **last** and returns ``(loss, grad)``:
+``grad`` is the gradient of the returned (reduced) loss with respect to the logits, computed
+only when ``need_grad`` is true (otherwise an empty tensor), so the backward pass is a
+multiplication by the upstream gradient (nothing at all for an upstream gradient of 1).
+
+Needs PyTorch (``pip install xent_rs[torch]``); ``import xent_rs`` alone never imports it.
+
+>>> import torch, xent_rs.torch as xt
+>>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]], requires_grad=True)
+>>> loss = xt.cross_entropy(logits, torch.tensor([0, 2]))
+>>> loss.backward()
+>>> round(loss.item(), 6), logits.grad.shape
+(0.168117, torch.Size([2, 3]))
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError as exc:  # the message names what to install
+    raise ImportError(
+        "xent_rs.torch needs PyTorch, which is not installed: pip install xent_rs[torch] "
+        "(or pip install torch)") from exc
+
+from torch import Tensor
+
+import xent_rs as _xr
+from xent_rs import _validate as _v
+
+__all__ = [
+    "cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "CrossEntropyLoss",
+    "BCEWithLogitsLoss",
+]
+
+#: Input dtypes the kernels take; any other goes to torch.nn.functional.
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+# ------------------------------------------------------------------------ tensor <-> numpy --
+
+try:  # NumPy has no bfloat16; without ml_dtypes bfloat16 tensors go to torch.nn.functional
+    from ml_dtypes import bfloat16 as _BFLOAT16
+except ImportError:  # pragma: no cover
+    _BFLOAT16 = None
+
+
+def _numpy(t: Tensor) -> np.ndarray:
+    """The tensor's memory as a NumPy array (no copy). NumPy has no bfloat16: those tensors
+    are read as int16 and viewed as ``ml_dtypes.bfloat16``, still without a copy."""
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_BFLOAT16)
+    return t.numpy()
+
+
+def _tensor(a: np.ndarray, dtype: torch.dtype) -> Tensor:
+    """A NumPy result of the logits' dtype as a tensor of ``dtype`` (no copy)."""
+    if dtype == torch.bfloat16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _factor(t: Optional[Tensor]) -> Optional[np.ndarray]:
+    """A weight as float64 NumPy (the dtype the kernels read weights in)."""
+    return None if t is None else _numpy(t.to(torch.float64))
+
+
+def _result(loss, reduction: str, input: Tensor) -> Tensor:
+    if reduction == "none":
+        return _tensor(loss, input.dtype)
+    # Reduced losses of 16-bit logits come back from the core in float32; PyTorch returns
+    # the input's dtype: rounded once here (float32 -> float64 is exact).
+    return torch.scalar_tensor(float(loss), dtype=input.dtype)
+
+
+def _no_grad_like(input: Tensor) -> Tensor:
+    return input.new_empty((0,))
+
+
+# ------------------------------------------------------------------------------ operators --
+
+@torch.library.custom_op("xent_rs::cross_entropy", mutates_args=(), device_types="cpu")
+def _cross_entropy_op(input: Tensor, target: Tensor, weight: Optional[Tensor],
+                      ignore_index: int, reduction: str, label_smoothing: float,
+                      need_grad: bool) -> tuple[Tensor, Tensor]:
+    """Softmax cross-entropy, class axis last; ``(loss, grad of loss)`` (grad empty unless
+    ``need_grad``). ``target``: class indices of shape ``input.shape[:-1]`` or probabilities
+    of ``input.shape``."""
+    res = _xr.cross_entropy(_numpy(input), _numpy(target), weight=_factor(weight),
+                            ignore_index=ignore_index, label_smoothing=label_smoothing,
+                            reduction=reduction, return_grad=need_grad)
+    if not need_grad:
+        return _result(res, reduction, input), _no_grad_like(input)
+    return _result(res[0], reduction, input), _tensor(res[1], input.dtype)
+
+
+@_cross_entropy_op.register_fake
+def _cross_entropy_fake(input: Tensor, target: Tensor, weight: Optional[Tensor],
+                        ignore_index: int, reduction: str, label_smoothing: float,
+                        need_grad: bool) -> tuple[Tensor, Tensor]:
+    loss = input.new_empty(input.shape[:-1] if reduction == "none" else ())
+    return loss, input.new_empty(input.shape) if need_grad else _no_grad_like(input)
+
+
+@torch.library.custom_op("xent_rs::binary_cross_entropy_with_logits", mutates_args=(),
+                         device_types="cpu")
+def _bce_op(input: Tensor, target: Tensor, weight: Optional[Tensor],
+            pos_weight: Optional[Tensor], reduction: str,
+            need_grad: bool) -> tuple[Tensor, Tensor]:
+    """Sigmoid binary cross-entropy, elementwise; ``(loss, grad of loss)`` as above."""
+    res = _xr.binary_cross_entropy_with_logits(
+        _numpy(input), _numpy(target), weight=_factor(weight), pos_weight=_factor(pos_weight),
+        reduction=reduction, return_grad=need_grad)
+    if not need_grad:
+        return _result(res, reduction, input), _no_grad_like(input)
+    return _result(res[0], reduction, input), _tensor(res[1], input.dtype)
+
+
+@_bce_op.register_fake
+def _bce_fake(input: Tensor, target: Tensor, weight: Optional[Tensor],
+              pos_weight: Optional[Tensor], reduction: str,
+              need_grad: bool) -> tuple[Tensor, Tensor]:
+    loss = input.new_empty(input.shape if reduction == "none" else ())
+    return loss, input.new_empty(input.shape) if need_grad else _no_grad_like(input)
+
+
+# ------------------------------------------------------------------------------- autograd --
+
+def _eager_one(grad_output: Tensor) -> bool:
+    """Whether the upstream gradient is a concrete scalar 1 (``loss.backward()``): then the
+    saved gradient is already the answer, and a pass over it is saved. Never while tracing
+    (torch.compile, opcheck): there the value is unknown and the product is traced."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return (type(grad_output) is Tensor and grad_output.dim() == 0
+            and not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None
+            and grad_output.item() == 1.0)
+
+
+def _save(ctx, output: tuple[Tensor, Tensor], reduction: str, need_grad: bool) -> None:
+    grad = output[1]
+    ctx.mark_non_differentiable(grad)
+    # Else autograd fills a zero "upstream gradient" of the logits' size for this output.
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(grad)
+    ctx.reduction, ctx.need_grad = reduction, need_grad
+
+
+def _cross_entropy_setup(ctx, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
+    _save(ctx, output, inputs[4], inputs[6])
+
+
+def _bce_setup(ctx, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
+    _save(ctx, output, inputs[4], inputs[5])
+
+
+def _chain(ctx, grad_output: Optional[Tensor], row_axis: bool) -> Optional[Tensor]:
+    """``grad_output · saved gradient``: the saved gradient is that of the reduced loss, or
+    for ``"none"`` each row's own (``row_axis``: unsqueeze the per-row upstream gradient
+    over the class axis). No upstream gradient (only the gradient output was used): None."""
+    if grad_output is None:
+        return None
+    if any(ctx.needs_input_grad[1:]):
+        raise NotImplementedError(
+            "xent_rs.torch: the kernels give no gradient with respect to target or weights; "
+            "xent_rs.torch's functions send such calls to torch.nn.functional")
+    if not ctx.need_grad:
+        raise RuntimeError(
+            "xent_rs.torch: the operator ran with need_grad=False, so it has no gradient to "
+            "give; call it with need_grad=True when the input requires grad")
+    (grad,) = ctx.saved_tensors
+    if ctx.reduction == "none":
+        return grad * (grad_output.unsqueeze(-1) if row_axis else grad_output)
+    if _eager_one(grad_output):
+        return grad
+    return grad * grad_output
+
+
+@torch.autograd.function.once_differentiable
+def _cross_entropy_backward(ctx, grad_loss: Tensor, _grad: Tensor) -> tuple:
+    return (_chain(ctx, grad_loss, True),) + (None,) * 6
+
+
+@torch.autograd.function.once_differentiable
+def _bce_backward(ctx, grad_loss: Tensor, _grad: Tensor) -> tuple:
+    return (_chain(ctx, grad_loss, False),) + (None,) * 5
+
+
+_cross_entropy_op.register_autograd(_cross_entropy_backward, setup_context=_cross_entropy_setup)
+_bce_op.register_autograd(_bce_backward, setup_context=_bce_setup)
+
+
+# ------------------------------------------------------------------------- public functions --
+
+def _tensor_arg(value: object, name: str, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name}: must be a torch.Tensor, got {type(value).__name__}")
+
+
+def _on_kernels(input: Tensor, others: tuple[Optional[Tensor], ...]) -> bool:
+    """Whether the kernels can do this call: strided CPU tensors, an input dtype they take,
+    and no gradient wanted for anything but the input."""
+    if (input.device.type != "cpu" or input.layout != torch.strided
+            or input.dtype not in KERNEL_DTYPES
+            or (input.dtype == torch.bfloat16 and _BFLOAT16 is None)):
+        return False
+    grad_mode = torch.is_grad_enabled()
+    return all(t is None or (t.device.type == "cpu" and t.layout == torch.strided
+                             and not (grad_mode and t.requires_grad)) for t in others)
+
+
+def _needs_grad(input: Tensor) -> bool:
+    return torch.is_grad_enabled() and input.requires_grad
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+                  ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    r"""Cross-entropy between logits and class targets, as ``torch.nn.functional.cross_entropy``.
+
+    For a row with logits :math:`x`, :math:`p = \mathrm{softmax}(x)` and weighted target
+    distribution :math:`q` (index target :math:`t`:
+    :math:`q_j = w_t((1-\varepsilon)[j=t] + \varepsilon/C)`, with PyTorch's smoothing
+    weights :math:`w_j` on the second term; probability target :math:`y`:
+    :math:`q_j = w_j((1-\varepsilon) y_j + \varepsilon/C)`), the loss is
+    :math:`-\sum_j q_j \log p_j`.
+
+    Parameters
+    ----------
+    input : Tensor, shape (C,), (N, C) or (N, C, d1, ...)
+        Unnormalised logits, class axis 1 (0 for 1-d input). float16, bfloat16, float32 or
+        float64 on the CPU run on the xent_rs kernels; anything else goes to
+        ``torch.nn.functional.cross_entropy``.
+    target : Tensor
+        Class indices (integer) of shape ``()``, ``(N,)`` or ``(N, d1, ...)``, values in
+        ``[0, C)`` or ``ignore_index``; or class probabilities (float) of the input's shape.
+    weight : Tensor, shape (C,), optional
+        Finite, non-negative per-class weights.
+    ignore_index : int, default -100
+        Index targets equal to it contribute nothing (nor to the mean's divisor).
+    reduction : {"mean", "sum", "none"}
+        ``"mean"`` divides by the total weight of the non-ignored targets (index targets)
+        or the number of rows (probabilities); ``"none"`` gives one loss per row, shape of
+        the index target.
+    label_smoothing : float in [0, 1], default 0
+        Mixes the target with the uniform distribution, as PyTorch does.
+
+    Returns
+    -------
+    Tensor
+        The loss, of the input's dtype (computed in float32 or wider inside): a scalar, or
+        per row for ``reduction="none"``. Differentiable with respect to ``input``; the
+        gradient comes from the same fused pass as the loss and is only computed when
+        ``input`` requires grad.
+
+    Raises
+    ------
+    TypeError
+        ``input``, ``target`` or ``weight`` is not a tensor, or a dtype the kernels refuse.
+    ValueError
+        A bad shape, ``reduction``, ``label_smoothing``, class index, or a negative or
+        non-finite weight (PyTorch accepts negative weights; the kernels do not).
+
+    Notes
+    -----
+    ``(N, C)`` input is read in place (no copy) when contiguous, and so is a contiguous
+    bfloat16 tensor (viewed through ``ml_dtypes.bfloat16``). ``(N, C, d1, ...)`` input is
+    first made class-axis-last, ``input.movedim(1, -1).contiguous()``, which copies it.
+    Gradients with respect to a probability target or the weights are not computed by the
+    kernels: when one of those requires grad the call goes to ``torch.nn.functional``. The
+    gradient is once differentiable (a second derivative raises).
+
+    Examples
+    --------
+    >>> import torch, xent_rs.torch as xt
+    >>> x = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64, requires_grad=True)
+    >>> loss = xt.cross_entropy(x, torch.tensor([2]))
+    >>> round(loss.item(), 9)
+    0.407605964
+    >>> loss.backward()
+    >>> x.grad
+    tensor([[ 0.0900,  0.2447, -0.3348]], dtype=torch.float64)
+    """
+    _tensor_arg(input, "input")
+    _tensor_arg(target, "target")
+    _tensor_arg(weight, "weight", optional=True)
+    reduction = _v.reduction(reduction)
+    label_smoothing = _v.label_smoothing(label_smoothing)
+    ignore_index = _v.integer(ignore_index, "ignore_index")
+    if not _on_kernels(input, (target, weight)):
+        return F.cross_entropy(input, target, weight, ignore_index=ignore_index,
+                               reduction=reduction, label_smoothing=label_smoothing)
+    if input.dim() == 0:
+        raise ValueError("input: must have a class axis (shape (C,), (N, C) or "
+                         "(N, C, d1, ...)), got a 0-d tensor")
+    index_shape = input.shape[:1] + input.shape[2:] if input.dim() > 1 else ()
+    if target.shape != input.shape and target.shape != index_shape:
+        raise ValueError(f"target: must have shape {tuple(index_shape)} (class indices) or "
+                         f"{tuple(input.shape)} (class probabilities), got "
+                         f"{tuple(target.shape)}")
+    if input.dim() > 2:  # the kernels want the class axis last: a copy
+        if target.shape == input.shape:
+            target = target.movedim(1, -1)
+        input = input.movedim(1, -1).contiguous()
+    loss, _ = torch.ops.xent_rs.cross_entropy(input, target, weight, ignore_index, reduction,
+                                              label_smoothing, _needs_grad(input))
+    return loss
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,
+                                     weight: Optional[Tensor] = None, reduction: str = "mean",
+                                     pos_weight: Optional[Tensor] = None) -> Tensor:
+    r"""Sigmoid binary cross-entropy from logits, as
+    ``torch.nn.functional.binary_cross_entropy_with_logits``.
+
+    Elementwise :math:`\ell = -w\,[p_w\, y \log\sigma(z) + (1-y)\log(1-\sigma(z))]`,
+    computed stably as :math:`w\,[p_w y\,\mathrm{softplus}(-z) + (1-y)\,\mathrm{softplus}(z)]`.
+
+    Parameters
+    ----------
+    input : Tensor, any shape
+        Logits. float16, bfloat16, float32 or float64 on the CPU run on the xent_rs
+        kernels; anything else goes to ``torch.nn.functional``.
+    target : Tensor, shape of ``input``
+        Targets in [0, 1] (integer or bool targets are converted).
+    weight : Tensor, optional
+        Finite, non-negative weights broadcastable to ``input``.
+    reduction : {"mean", "sum", "none"}
+        ``"mean"`` divides by the number of elements (not by the weights), as PyTorch.
+    pos_weight : Tensor, optional
+        Finite, non-negative weight of the positive term, broadcast against ``input`` as
+        PyTorch does (shape ``(C,)`` for input ``(..., C)``: along the last axis).
+
+    Returns
+    -------
+    Tensor
+        The loss, of the input's dtype: a scalar, or the input's shape for ``"none"``.
+        Differentiable with respect to ``input`` (gradient from the same fused pass).
+
+    Raises
+    ------
+    TypeError
+        An argument that is not a tensor, or a dtype the kernels refuse.
+    ValueError
+        A bad ``reduction``, a target of another shape, a weight that does not broadcast,
+        or a negative or non-finite weight.
+
+    Notes
+    -----
+    Contiguous input of any shape is read in place; a weight that varies along more than
+    the last axis is read as one float64 per element. As for :func:`cross_entropy`, a
+    target or weight that requires grad sends the call to ``torch.nn.functional``.
+
+    Examples
+    --------
+    >>> import torch, xent_rs.torch as xt
+    >>> z = torch.tensor([0.0, 2.0], dtype=torch.float64, requires_grad=True)
+    >>> loss = xt.binary_cross_entropy_with_logits(z, torch.tensor([1.0, 0.0]))
+    >>> round(loss.item(), 9)
+    1.410037596
+    >>> loss.backward()
+    >>> z.grad
+    tensor([-0.2500,  0.4404], dtype=torch.float64)
+    """
+    _tensor_arg(input, "input")
+    _tensor_arg(target, "target")
+    _tensor_arg(weight, "weight", optional=True)
+    _tensor_arg(pos_weight, "pos_weight", optional=True)
+    reduction = _v.reduction(reduction)
+    if not _on_kernels(input, (target, weight, pos_weight)):
+        return F.binary_cross_entropy_with_logits(input, target, weight, reduction=reduction,
+                                                  pos_weight=pos_weight)
+    loss, _ = torch.ops.xent_rs.binary_cross_entropy_with_logits(
+        input, target, weight, pos_weight, reduction, _needs_grad(input))
+    return loss
+
+
+# ---------------------------------------------------------------------------------- modules --
+
+class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
+    r"""``torch.nn.CrossEntropyLoss`` computed by :func:`cross_entropy`.
+
+    A subclass of PyTorch's module: the same attributes (``weight`` a buffer, so it moves
+    with ``.to()`` and is in the ``state_dict``; ``ignore_index``, ``reduction``,
+    ``label_smoothing``), the same ``repr``, and an ``isinstance`` check for PyTorch's class
+    holds.
+
+    Parameters
+    ----------
+    weight : Tensor, shape (C,), optional
+        Finite, non-negative per-class weights.
+    ignore_index : int, default -100
+        Index targets equal to it contribute nothing.
+    reduction : {"mean", "sum", "none"}
+        As for :func:`cross_entropy`; checked here, not at the first call.
+    label_smoothing : float in [0, 1], default 0
+        As for :func:`cross_entropy`.
+
+    Examples
+    --------
+    >>> import torch, xent_rs.torch as xt
+    >>> loss_fn = xt.CrossEntropyLoss(label_smoothing=0.1)
+    >>> loss_fn
+    CrossEntropyLoss()
+    >>> loss_fn(torch.zeros(2, 4), torch.tensor([1, 3])).item() == float(torch.log(torch.tensor(4.0)))
+    True
+    """
+
+    def __init__(self, weight: Optional[Tensor] = None, ignore_index: int = -100,
+                 reduction: str = "mean", label_smoothing: float = 0.0) -> None:
+        _tensor_arg(weight, "weight", optional=True)
+        super().__init__(weight=weight, ignore_index=_v.integer(ignore_index, "ignore_index"),
+                         reduction=_v.reduction(reduction),
+                         label_smoothing=_v.label_smoothing(label_smoothing))
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """The loss of ``input`` against ``target`` (see :func:`cross_entropy`).
+
+        Parameters
+        ----------
+        input : Tensor, shape (C,), (N, C) or (N, C, d1, ...)
+            Logits, class axis 1.
+        target : Tensor
+            Class indices or class probabilities.
+
+        Returns
+        -------
+        Tensor
+            The loss, reduced as ``self.reduction`` says.
+        """
+        return cross_entropy(input, target, self.weight, self.ignore_index, self.reduction,
+                             self.label_smoothing)
+
+
+class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
+    r"""``torch.nn.BCEWithLogitsLoss`` computed by :func:`binary_cross_entropy_with_logits`.
+
+    A subclass of PyTorch's module (``weight`` and ``pos_weight`` are buffers, as there).
+
+    Parameters
+    ----------
+    weight : Tensor, optional
+        Finite, non-negative weights broadcastable to the input.
+    reduction : {"mean", "sum", "none"}
+        As for :func:`binary_cross_entropy_with_logits`; checked here.
+    pos_weight : Tensor, optional
+        Finite, non-negative weight of the positive term, broadcast along the last axis.
+
+    Examples
+    --------
+    >>> import torch, xent_rs.torch as xt
+    >>> loss_fn = xt.BCEWithLogitsLoss(pos_weight=torch.tensor([2.0]))
+    >>> round(loss_fn(torch.zeros(3), torch.ones(3)).item(), 6)  # 2·log 2
+    1.386294
+    """
+
+    def __init__(self, weight: Optional[Tensor] = None, reduction: str = "mean",
+                 pos_weight: Optional[Tensor] = None) -> None:
+        _tensor_arg(weight, "weight", optional=True)
+        _tensor_arg(pos_weight, "pos_weight", optional=True)
+        super().__init__(weight=weight, reduction=_v.reduction(reduction),
+                         pos_weight=pos_weight)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """The loss of ``input`` against ``target`` (see
+        :func:`binary_cross_entropy_with_logits`).
+
+        Parameters
+        ----------
+        input : Tensor
+            Logits, any shape.
+        target : Tensor
+            Targets in [0, 1], shape of ``input``.
+
+        Returns
+        -------
+        Tensor
+            The loss, reduced as ``self.reduction`` says.
+        """
+        return binary_cross_entropy_with_logits(input, target, self.weight, self.reduction,
+                                                self.pos_weight)
