@@ -25,14 +25,14 @@ import os
 import sys
 import zipfile
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
 import xent_rs as xr
 from . import _core
 from .calibration import CalibrationAccumulator, CalibrationResult
-from .calibration import _temperature
+from .calibration import _rows, _temperature
 
 #: About this many bytes of predictions are read per window when ``--chunk-rows`` is not given.
 CHUNK_BYTES = 64 << 20
@@ -43,6 +43,17 @@ METRIC_KEYS = ("count", "weight_sum", "n_classes", "accuracy", "nll", "ece", "rm
 
 # Rows summing to 1 within this (and every value in [0, 1]) are guessed to be probabilities.
 _GUESS_SUM_ATOL = 1e-3
+
+
+class _Stream(Protocol):
+    """What the ``.npy`` reader needs of a file or an archive member."""
+
+    def read(self, size: int = -1) -> bytes: ...
+    def readinto(self, buffer: Any) -> Optional[int]: ...
+    def seek(self, offset: int, whence: int = 0) -> int: ...
+    def tell(self) -> int: ...
+    def __enter__(self) -> Any: ...
+    def __exit__(self, *exc: Any) -> Any: ...
 
 
 class DataError(Exception):
@@ -87,9 +98,9 @@ class Source:
         return max(self.width, 1) * self.dtype.itemsize
 
 
-def _read_exact(stream: IO[bytes], out: np.ndarray, name: str) -> np.ndarray:
+def _read_exact(stream: _Stream, out: np.ndarray, name: str) -> np.ndarray:
     """Fill ``out`` from ``stream``; a ``DataError`` if the stream ends first."""
-    view = memoryview(out.reshape(-1).view(np.uint8))
+    view = out.reshape(-1).view(np.uint8).data
     done = 0
     while done < len(view):
         got = stream.readinto(view[done:])
@@ -115,7 +126,7 @@ class NpySource(Source):
         Fortran-ordered arrays need to be read window by window.
     """
 
-    def __init__(self, name: str, opener: Callable[[], IO[bytes]], seekable: bool) -> None:
+    def __init__(self, name: str, opener: Callable[[], _Stream], seekable: bool) -> None:
         self.name, self._open, self._seekable = name, opener, seekable
         with opener() as stream:
             try:
@@ -194,7 +205,7 @@ def _npz_member(path: str, key: Optional[str], option: str) -> NpySource:
         raise DataError(path, f"has no array named {key!r} (it holds {held})")
     info = members[key]
 
-    def opener() -> IO[bytes]:
+    def opener() -> _Stream:
         archive = zipfile.ZipFile(path)
         return _ClosingStream(archive.open(info), archive)
 
@@ -205,8 +216,8 @@ def _npz_member(path: str, key: Optional[str], option: str) -> NpySource:
 class _ClosingStream:
     """An archive member's stream that closes its archive too."""
 
-    def __init__(self, stream: IO[bytes], archive: zipfile.ZipFile) -> None:
-        self._stream, self._archive = stream, archive
+    def __init__(self, stream: Any, archive: zipfile.ZipFile) -> None:
+        self._stream, self._archive = stream, archive  # stream: a zipfile.ZipExtFile
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._stream, attr)
@@ -529,15 +540,11 @@ class _TemperatureChecks:
     def add(self, z: np.ndarray, labels: np.ndarray) -> None:
         """Fold in one window of (validated) logits and labels."""
         z = _binary_pairs(z)
-        _temperature._live_rows(z, labels, None)  # ValueError: a labelled -inf logit
-        top = z.max(axis=1)
-        bottom = np.where(np.isneginf(z), np.inf, z).min(axis=1)
-        self.constant = self.constant and bool((top == bottom).all())
-        self.all_top = self.all_top and bool((z[np.arange(len(z)), labels] >= top).all())
-        finite = np.isfinite(z)
-        if finite.any():
-            self.scale = max(self.scale, float(np.abs(z, where=finite,
-                                                      out=np.zeros(z.shape)).max()))
+        live = _temperature._live_rows(z, labels, None)  # ValueError: a labelled -inf logit
+        constant, scale, all_top = _temperature._scan(z, labels, live)
+        self.constant = self.constant and constant
+        self.all_top = self.all_top and all_top
+        self.scale = max(self.scale, scale)
 
 
 def accumulate(data: Data, args: argparse.Namespace, from_logits: Optional[bool],
@@ -560,10 +567,12 @@ def accumulate(data: Data, args: argparse.Namespace, from_logits: Optional[bool]
                               "otherwise")
             acc = CalibrationAccumulator(args.bins, convention=args.convention,
                                          from_logits=from_logits)
-        if temperature is not None:
-            p = np.divide(p, temperature, dtype=np.float64)
         try:
-            acc.update(p, y)
+            if temperature is None:
+                acc.update(p, y)
+            else:  # logits / T in float64, a slice at a time (not a float64 copy of p)
+                for rows in _rows.row_chunks(len(p), max(data.predictions.width, 1)):
+                    acc.update(np.divide(p[rows], temperature, dtype=np.float64), y[rows])
             if checks is not None and from_logits:
                 checks.add(p, acc_labels(y))
         except (TypeError, ValueError) as exc:
