@@ -464,6 +464,9 @@ def test_errors_name_the_argument_at_once(rng):
     raises(ValueError, "labels", report, z, y[:-1])
     raises(TypeError, "labels", report, z, y.astype(np.complex64))
     raises(TypeError, "logits", xd.fit_temperature, y, y)
+    unknown = z[da.from_array(np.arange(20) % 2 == 0, chunks=7)]  # rows of unknown count
+    raises(ValueError, "logits", ce, unknown, y[:10])
+    raises(ValueError, "probs", report, unknown, y[:10])
 
 
 def test_value_errors_name_the_argument_at_compute(rng):
