@@ -89,3 +89,50 @@ def test_fit_temperature(benchmark, problem, impl):
     got = benchmark.pedantic(fn, rounds=3 if impl == "xent_rs" else 1, iterations=1,
                              warmup_rounds=0)
     assert abs(got / cal.fit_temperature(logits, labels) - 1) < 1e-3
+
+
+# --- streaming (issue 11): the accumulator over a memory-mapped file against one-shot -------
+
+STREAM_ROWS = int(__import__("os").environ.get("XENT_RS_BENCH_STREAM_ROWS", 2_000_000))
+
+
+@pytest.fixture(scope="module")
+def memmapped(tmp_path_factory):
+    """(STREAM_ROWS, 100) float32 logits written to a .npy in 100,000-row slabs, opened as a
+    memory map; labels in memory; and the same logits as float16 (in memory)."""
+    n, k = STREAM_ROWS, 100
+    path = tmp_path_factory.mktemp("stream") / "logits.npy"
+    m = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, k))
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, k, n)
+    for i in range(0, n, 100_000):
+        m[i:i + 100_000] = rng.standard_normal((min(100_000, n - i), k), dtype=np.float32) * 3
+    m.flush()
+    del m
+    return np.load(path, mmap_mode="r"), labels
+
+
+def accumulate(logits, labels, rows=65_536):
+    acc = cal.CalibrationAccumulator(n_bins=15, from_logits=True)
+    for i in range(0, len(labels), rows):
+        acc.update(logits[i:i + rows], labels[i:i + rows])
+    return acc.result()
+
+
+@pytest.mark.parametrize("impl", ["one-shot calibration_error", "accumulator", "accumulator f16"])
+def test_streaming_calibration(benchmark, memmapped, impl):
+    """Targets: the accumulator (every metric) within 1.5x of one-shot ECE; float16 no
+    slower than float32 (the ratios are read off the summary's times)."""
+    logits, labels = memmapped
+    benchmark.group = f"stream {logits.shape[0]}x{logits.shape[1]}"
+    if impl == "accumulator f16":
+        half = np.empty(logits.shape, np.float16)
+        for i in range(0, len(labels), 100_000):
+            half[i:i + 100_000] = logits[i:i + 100_000]
+        fn = lambda: accumulate(half, labels).ece  # noqa: E731
+    elif impl == "accumulator":
+        fn = lambda: accumulate(logits, labels).ece  # noqa: E731
+    else:
+        fn = lambda: cal.calibration_error(logits, labels, from_logits=True)  # noqa: E731
+    got = benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=1)
+    assert abs(got - cal.calibration_error(logits, labels, from_logits=True)) < 1e-3

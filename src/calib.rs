@@ -167,6 +167,20 @@ pub fn calib_stats<T: Real>(
     Ok(())
 }
 
+/// `Σ v_j²` with four running sums (no single dependency chain).
+#[inline]
+fn sum_of_squares(v: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let mut chunks = v.chunks_exact(4);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x * x;
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|x| x * x).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
 /// The statistics of one block of rows, from zero.
 fn calib_block<T: Real>(
     x: &[T],
@@ -218,15 +232,19 @@ fn calib_block<T: Real>(
         d[b] += w;
         d[slots + b] += w * conf;
         d[2 * slots + b] += w * hit;
-        let mut brier = 0.0;
-        for (j, &pj) in p.iter().enumerate() {
+        let (weights, rest) = d[ovr..].split_at_mut(k * slots);
+        let (forecasts, outcomes) = rest.split_at_mut(k * slots);
+        for ((&pj, wrow), frow) in p
+            .iter()
+            .zip(weights.chunks_exact_mut(slots))
+            .zip(forecasts.chunks_exact_mut(slots))
+        {
             let b = bins.index(pj);
-            d[ovr + j * slots + b] += w;
-            d[ovr + (k + j) * slots + b] += w * pj;
-            let dj = if j == y { pj - 1.0 } else { pj };
-            brier += dj * dj;
+            wrow[b] += w;
+            frow[b] += w * pj;
         }
-        d[ovr + (2 * k + y) * slots + bins.index(p[y])] += w;
+        outcomes[y * slots + bins.index(p[y])] += w;
+        let brier = sum_of_squares(&p[..y]) + sum_of_squares(&p[y + 1..]) + (p[y] - 1.0).powi(2);
         for (o, v) in d[sums..]
             .iter_mut()
             .zip([w, w * brier, w * nll, w * hit, w * conf])

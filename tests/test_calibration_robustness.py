@@ -147,7 +147,7 @@ def test_an_interrupted_update_changes_nothing(monkeypatch, index, exc):
 def test_a_helper_failing_on_its_jth_call_changes_nothing(monkeypatch):
     """The issue's recipe: an internal helper raises on its j-th call, for several j (on
     the NumPy path, which has such helpers; the fused path is one core call, below)."""
-    monkeypatch.setattr(cal._accumulator, "_FUSED_MAX_SLOTS", 0)
+    monkeypatch.setattr(cal._binning, "FUSED_MAX_SLOTS", 0)
     monkeypatch.setattr(cal._rows, "_CHUNK_ELEMENTS", 4 * 50)  # 50-row chunks: 6 calls
     z, y, w = problem(3, 300, 4, weighted=True)
     clean = cal.CalibrationAccumulator(9, from_logits=True).update(z[:40], y[:40])
@@ -183,7 +183,7 @@ def test_an_interrupted_fused_pass_changes_nothing(monkeypatch, exc):
     def interrupted(*args):
         raise exc
 
-    monkeypatch.setattr(cal._accumulator._core, "calib_stats", interrupted)
+    monkeypatch.setattr(cal._binning._core, "calib_stats", interrupted)
     with pytest.raises(exc):
         acc.update(z, y, w)
     assert snapshot(acc) == before and acc.count == 40
@@ -205,13 +205,19 @@ def test_the_fused_pass_equals_the_numpy_path(monkeypatch, from_logits, conventi
     if not from_logits:
         scores = np.clip(scores, 0, 1)
     results = []
-    for limit in (cal._accumulator._FUSED_MAX_SLOTS, 0):
-        monkeypatch.setattr(cal._accumulator, "_FUSED_MAX_SLOTS", limit)
+    for limit in (cal._binning.FUSED_MAX_SLOTS, 0):
+        monkeypatch.setattr(cal._binning, "FUSED_MAX_SLOTS", limit)
         acc = cal.CalibrationAccumulator(11, convention=convention, from_logits=from_logits)
         for rows in np.array_split(np.arange(len(y)), 3):
             acc.update(scores[rows], y[rows], None if w is None else w[rows])
         results.append(acc.result())
     results_close(results[0], results[1], 1e-12)
+    one_shot = []
+    for limit in (cal._binning.FUSED_MAX_SLOTS, 0):
+        monkeypatch.setattr(cal._binning, "FUSED_MAX_SLOTS", limit)
+        one_shot.append(cal.brier_decomposition(scores, y, n_bins=11, convention=convention,
+                                                from_logits=from_logits, sample_weight=w))
+    np.testing.assert_allclose(one_shot[0], one_shot[1], rtol=1e-12, atol=1e-15)
 
 
 def test_a_refused_update_changes_nothing():

@@ -12,7 +12,6 @@ from typing import NamedTuple, Optional
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .. import _core
 from .. import _validate as _v
 from . import _binning, _rows
 from ._binning import Convention
@@ -73,12 +72,6 @@ class _Delta:
             index = np.concatenate([i for i, _ in self.entries])
             values = np.concatenate([v for _, v in self.entries])
             np.add.at(stats, index, values)
-
-
-#: Up to this many one-vs-rest slots (classes × bins) an update runs the fused Rust pass
-#: (its scratch is a few copies of the statistics); beyond it, the NumPy path whose cost is
-#: proportional to the rows alone.
-_FUSED_MAX_SLOTS = 2**14
 
 
 def _has_weight(state, layout):
@@ -218,14 +211,11 @@ class CalibrationAccumulator:
         layout = self._layout_for(classes, name)
         exponent = self._exponent(layout, _rows.weight_exponent(raw, n))
         w = _rows.scaled_weights(raw, n, exponent)
-        if not binary and n and classes * self._slots <= _FUSED_MAX_SLOTS:
+        if not binary and n and classes * self._slots <= _binning.FUSED_MAX_SLOTS:
             # Every statistic in one fused Rust pass over the chunk, into a fresh array.
-            dense = np.zeros(layout.size)
-            _core.calib_stats(np.require(scores, requirements=["C", "A"]), classes,
-                              self.from_logits,
-                              np.require(labels, np.int64, ["C", "A"]), w, self._edges,
-                              self.convention == "right", dense[:layout.count])
-            dense[layout.count] = n
+            top, ovr, sums = _binning.fused_ovr(scores, classes, self.from_logits, labels, w,
+                                                self._edges, self.convention)
+            dense = np.concatenate([top.ravel(), ovr.ravel(), sums, [float(n)]])
             self._commit(classes, exponent, layout, lambda into: np.add(into, dense, out=into))
             return self
         delta = _Delta(layout.size)

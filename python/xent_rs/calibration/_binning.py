@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from .. import _core
 from .. import _validate as _v
 
 Norm = Literal["l1", "l2", "max"]
@@ -31,6 +32,24 @@ MAX_BINS = 10**7
 #: torchmetrics bin counted), that :func:`brier_decomposition` and
 #: :class:`CalibrationAccumulator` keep: three float64 each, 1.5 GiB at the limit.
 MAX_BIN_SLOTS = 2**26
+
+
+#: Up to this many one-vs-rest slots (classes × bins) the one-vs-rest statistics come from
+#: the fused Rust pass (``_core.calib_stats``; its scratch is a few copies of them); beyond
+#: it, from the NumPy path whose cost is proportional to the rows alone.
+FUSED_MAX_SLOTS = 2**14
+
+
+def fused_ovr(scores, k, from_logits, labels, w, edges, convention):
+    """The fused pass over (N, K) scores: (top-label sums (3, slots), one-vs-rest sums
+    (3, K, slots), [weight, Brier, NLL, accuracy, confidence] sums), float64."""
+    slots = n_slots(len(edges) - 1, convention)
+    stats = np.zeros(3 * slots * (1 + k) + 5)
+    _core.calib_stats(np.require(scores, requirements=["C", "A"]), k, from_logits,
+                      np.require(labels, np.int64, ["C", "A"]), w, edges,
+                      convention == "right", stats)
+    return (stats[:3 * slots].reshape(3, slots),
+            stats[3 * slots:3 * slots * (1 + k)].reshape(3, k, slots), stats[-5:])
 
 
 def check_n_bins(n_bins):

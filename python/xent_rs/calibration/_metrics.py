@@ -229,12 +229,24 @@ def brier_score(probs: ArrayLike, labels: ArrayLike, *, from_logits: bool = Fals
     """
     scores, labels, w, total, binary, from_logits = _brier_setup(probs, labels, from_logits,
                                                                  sample_weight)
-    k = 1 if binary else scores.shape[1]
+    return float(_brier_sum(scores, labels, w, binary, from_logits) / total)
+
+
+#: One bin: the fused pass's Brier sum is the same whatever the bins.
+_ONE_BIN = np.array([0.0, 1.0])
+
+
+def _brier_sum(scores, labels, w, binary, from_logits):
+    """The weighted sum of the rows' Brier terms; (N, K) input from the fused Rust pass, so
+    that :func:`brier_decomposition`'s ``brier`` is this very number."""
+    if not binary:
+        return _binning.fused_ovr(scores, scores.shape[1], from_logits, labels, w, _ONE_BIN,
+                                  "right")[2][1]
     acc = 0.0
-    for rows in _rows.row_chunks(scores.shape[0], k):
+    for rows in _rows.row_chunks(scores.shape[0], 1):
         p = _rows.probabilities(scores[rows], binary, from_logits)
         acc += _rows.weighted_sum(_rows.brier_rows(p, labels[rows], binary), w, rows)
-    return acc / total
+    return acc
 
 
 def brier_decomposition(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15,
@@ -317,11 +329,15 @@ def brier_decomposition(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15
         chunks = ((rows, _rows.probabilities(scores[rows], binary, from_logits))
                   for rows in _rows.row_chunks(n, k))
     slots = _binning.n_slots(n_bins, convention)
+    if strategy == "uniform" and not binary and k * slots <= _binning.FUSED_MAX_SLOTS:
+        # The accumulator's fused Rust pass (the same numbers, one pass, no matrix).
+        _, ovr, sums = _binning.fused_ovr(scores, k, from_logits, labels, w, edges,
+                                          convention)
+        return BrierDecomposition(*_binning.murphy_from_sums(*ovr), float(sums[1] / total))
     big = np.zeros(3 * k * slots)  # one dense array; each chunk adds its entries only
-    brier = 0.0
     for rows, p in chunks:
         wr = None if w is None else w[rows]
         np.add.at(big, *_binning.ovr_entries(p, labels[rows], wr, edges, convention, binary))
-        brier += _rows.weighted_sum(_rows.brier_rows(p, labels[rows], binary), w, rows)
+    brier = _brier_sum(scores, labels, w, binary, from_logits)
     return BrierDecomposition(*_binning.murphy_from_sums(*big.reshape(3, k, slots)),
-                              brier / total)
+                              float(brier / total))
