@@ -253,10 +253,11 @@ def cross_entropy(logits: ArrayInput, target: ArrayInput, *,
         ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction)
     eps, ignore_index = float(label_smoothing), int(ignore_index)
     k, probs = x.shape[-1], t.shape == x.shape
-    w: Any = None if dask_weight is None else dask_weight.rechunk(-1)
-    w_index = None if dask_weight is None else "j"
+    w: Any
     if dask_weight is None:
-        w = _v.class_weight(weight, k)
+        w, w_index = _v.class_weight(weight, k), None
+    else:
+        w, w_index = dask_weight.rechunk(-1), "j"
 
     flat = x.reshape(-1, k) if x.ndim != 2 else x
     rows = _row_chunks(flat.chunks[0], flat.shape[0], _grid_rows(k, x.dtype))
