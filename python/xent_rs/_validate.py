@@ -383,7 +383,9 @@ def labels(value, n, n_classes, name="labels"):
         elif lo < 0 or hi >= n_classes:
             raise ValueError(f"{name}: class labels must lie in [0, {n_classes}), got values "
                              f"in [{lo}, {hi}]")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    # Aligned too: a misaligned int64 view (a block shipped by Dask, a byte-offset buffer)
+    # is copied, as the kernels read whole int64s.
+    return np.require(arr, dtype=np.int64, requirements=["C", "A"])
 
 
 def sample_weight(value, n):
