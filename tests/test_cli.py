@@ -494,6 +494,23 @@ def test_unreadable_parquet(parquet):
                           d / "labels.parquet")  # two columns, no --labels-key
 
 
+def test_ragged_and_null_parquet(parquet):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    z, y, d = parquet
+    rows = list(z)
+    rows[1500] = rows[1500][:-1]
+    pq.write_table(pa.table({"z": pa.array(rows), "y": y}), d / "ragged.parquet")
+    line = assert_one_line_error(run_cli(d / "ragged.parquet", "y", "--logits"),
+                                 d / "ragged.parquet")
+    assert "row 1500" in line
+    score = pa.array([None if i == 7 else float(v) for i, v in enumerate(z[:, 0])])
+    pq.write_table(pa.table({"s": score, "y": (y == 0).astype(np.int8)}), d / "null.parquet")
+    line = assert_one_line_error(run_cli(d / "null.parquet", "y", "--logits"),
+                                 d / "null.parquet")
+    assert "null" in line
+
+
 def test_npz_key_errors(data):
     z, y, d = data
     np.savez(d / "both.npz", logits=z, labels=y)
@@ -509,6 +526,42 @@ def test_plot_to_a_missing_directory(data):
     z, y, d = data
     target = d / "no" / "such" / "dir.png"
     assert_one_line_error(run_cli(d / "z.npy", d / "y.npy", "--plot", target), target)
+
+
+def run_without(module, *args):
+    """The CLI in a child where ``import module`` fails, as when it is not installed."""
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            "from xent_rs.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    return subprocess.run([sys.executable, "-c", code, "report", *map(str, args)],
+                          capture_output=True, text=True, env=subprocess_env(), timeout=300)
+
+
+def test_missing_optional_packages(parquet):
+    z, y, d = parquet
+    line = assert_one_line_error(run_without("pyarrow", d / "list.parquet", "label"),
+                                 d / "list.parquet")
+    assert "pip install" in line and "pyarrow" in line
+    target = d / "diagram.png"
+    line = assert_one_line_error(run_without("matplotlib", d / "z.npy", d / "y.npy", "--plot",
+                                             target, "--logits"), target)
+    assert "matplotlib" in line and not target.exists()
+    # Without tqdm there is no progress bar, and nothing else changes.
+    proc = run_without("tqdm", d / "z.npy", d / "y.npy", "--logits", "--json")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert_report(json.loads(proc.stdout), expected(z, y, from_logits=True))
+
+
+def test_output_closed_early(data):
+    z, y, d = data
+    cmd = [sys.executable, "-m", "xent_rs", "report", str(d / "z.npy"), str(d / "y.npy"),
+           "--logits"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=subprocess_env())
+    proc.stdout.close()  # as `| head -0` would
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 1
+    assert err == ""            # no traceback, no "Exception ignored" at exit
 
 
 @pytest.mark.parametrize("args", [

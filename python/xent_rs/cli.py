@@ -34,6 +34,8 @@ from . import _core
 from .calibration import CalibrationAccumulator, CalibrationResult
 from .calibration import _rows, _temperature
 
+__all__ = ["main", "build_parser", "DataError", "METRIC_KEYS", "CHUNK_BYTES"]
+
 #: About this many bytes of predictions are read per window when ``--chunk-rows`` is not given.
 CHUNK_BYTES = 64 << 20
 
@@ -672,15 +674,20 @@ def to_table(report: Dict[str, Any], header: str) -> str:
     return "\n".join(lines)
 
 
-def write_plot(result: CalibrationResult, path: str) -> None:
-    """The reliability diagram as a PNG at ``path`` (on a figure pyplot does not know)."""
+def _figure_class(path: str) -> Any:
+    """matplotlib's ``Figure``; a ``DataError`` naming ``path`` without matplotlib."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
         raise DataError(path, "--plot needs matplotlib (pip install 'xent_rs[plot]')") from None
+    return Figure
+
+
+def write_plot(result: CalibrationResult, path: str) -> None:
+    """The reliability diagram as a PNG at ``path`` (on a figure pyplot does not know)."""
     from .calibration._plot import FIGSIZE, _two_panels
 
-    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    fig = _figure_class(path)(figsize=FIGSIZE, layout="constrained")
     try:
         result.diagram.plot(ax=_two_panels(fig), path=path)
     except (OSError, ValueError) as exc:
@@ -787,8 +794,10 @@ def open_data(args: argparse.Namespace) -> Data:
     if labels.n_rows != preds.n_rows:
         raise DataError(labels.name, f"has {labels.n_rows} labels for the {preds.n_rows} rows "
                                      f"of {preds.name}")
-    if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
-        raise DataError(args.plot, "cannot write the plot: no such directory")
+    if args.plot:  # before any row is read
+        _figure_class(args.plot)
+        if not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+            raise DataError(args.plot, "cannot write the plot: no such directory")
     chunk_rows = args.chunk_rows or max(1, CHUNK_BYTES // preds.row_bytes)
     return Data(preds, labels, chunk_rows, not args.no_progress)
 
@@ -853,7 +862,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     -------
     int
         0 on success, 1 for unreadable or inconsistent data (one line on standard error
-        naming the file and the problem). Usage errors exit with status 2 (argparse).
+        naming the file and the problem), 130 when interrupted.
+
+    Raises
+    ------
+    SystemExit
+        With status 2 for a usage error (argparse's message on standard error), and 0 for
+        ``--help`` and ``--version``.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -867,7 +882,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MemoryError:
         _note("out of memory; try a smaller --chunk-rows")
     except BrokenPipeError:  # the reader of standard output went away (| head)
-        sys.stderr.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 1
     except OSError as exc:
         name = getattr(exc, "filename", None) or args.predictions
