@@ -589,6 +589,12 @@ def test_temperature_of_guessed_probabilities_is_a_usage_error(data):
     np.save(d / "p.npy", softmax(z.astype(np.float64)))
     proc = run_cli(d / "p.npy", d / "y.npy", "--temperature")
     assert proc.returncode == 2 and "--temperature needs logits" in proc.stderr
+    # Said after the first window, before the rest is read (a NaN there would exit 1).
+    p = np.load(d / "p.npy")
+    p[2500] = np.nan
+    np.save(d / "p.npy", p)
+    proc = run_cli(d / "p.npy", d / "y.npy", "--temperature", "--chunk-rows", 1000)
+    assert proc.returncode == 2 and "--temperature needs logits" in proc.stderr
 
 
 def test_no_command_is_a_usage_error():

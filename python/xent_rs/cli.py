@@ -58,6 +58,10 @@ class _Stream(Protocol):
     def __exit__(self, *exc: Any) -> Any: ...
 
 
+class _UsageError(Exception):
+    """A usage error found only once the data is read (exit status 2, as argparse's)."""
+
+
 class DataError(Exception):
     """Data that cannot be read or does not fit together: ``path`` and what is wrong."""
 
@@ -567,6 +571,10 @@ def accumulate(data: Data, args: argparse.Namespace, from_logits: Optional[bool]
                 data.guess = (f"read as {'logits' if from_logits else 'probabilities'} "
                               f"(first {len(p)} rows: {reason}); pass {flag} to say "
                               "otherwise")
+                if args.temperature and not from_logits:
+                    raise _UsageError(f"--temperature needs logits, and "
+                                      f"{data.predictions.name} looks like probabilities "
+                                      f"({reason}); pass --logits if they are logits")
             acc = CalibrationAccumulator(args.bins, convention=args.convention,
                                          from_logits=from_logits)
         try:
@@ -805,10 +813,10 @@ def open_data(args: argparse.Namespace) -> Data:
 def compute(data: Data, args: argparse.Namespace, parser: argparse.ArgumentParser
             ) -> Tuple[Dict[str, Any], bool]:
     """The report's keys and whether the predictions were read as logits."""
-    result, from_logits, checks = accumulate(data, args, args.from_logits)
-    if args.temperature and not from_logits:
-        parser.error(f"--temperature needs logits, and {data.predictions.name} looks like "
-                     "probabilities; pass --logits if they are logits")
+    try:
+        result, from_logits, checks = accumulate(data, args, args.from_logits)
+    except _UsageError as exc:
+        parser.error(str(exc))
     n_classes = data.predictions.width or 2
     out = metrics(result, n_classes)
     if args.temperature:
