@@ -464,6 +464,8 @@ def test_errors_name_the_argument():
     raises(ValueError, "weight", xt.cross_entropy, x, t, w[:2])
     raises(ValueError, "input", xt.cross_entropy, torch.tensor(1.0), torch.tensor(0))
     raises(TypeError, "input", xt.binary_cross_entropy_with_logits, 1.0, x)
+    for fn in (xt.cross_entropy, xt.binary_cross_entropy_with_logits):
+        raises(TypeError, "input", fn, torch.zeros(4, 3, dtype=torch.int64), t)
     raises(ValueError, "target", xt.binary_cross_entropy_with_logits, x, x[:2])
     raises(ValueError, "pos_weight", xt.binary_cross_entropy_with_logits, x, x,
            pos_weight=torch.ones(2))

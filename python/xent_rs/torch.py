@@ -224,6 +224,13 @@ def _tensor_arg(value: object, name: str, *, optional: bool = False) -> None:
         raise TypeError(f"{name}: must be a torch.Tensor, got {type(value).__name__}")
 
 
+def _logits_arg(input: object) -> None:
+    _tensor_arg(input, "input")
+    if not (input.is_floating_point() or input.device.type != "cpu"):
+        raise TypeError(f"input: must be a float16, bfloat16, float32 or float64 tensor of "
+                        f"logits, got {input.dtype}")
+
+
 def _on_kernels(input: Tensor, others: tuple[Optional[Tensor], ...]) -> bool:
     """Whether the kernels can do this call: strided CPU tensors, an input dtype they take,
     and no gradient wanted for anything but the input."""
@@ -308,7 +315,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     >>> x.grad
     tensor([[ 0.0900,  0.2447, -0.3348]], dtype=torch.float64)
     """
-    _tensor_arg(input, "input")
+    _logits_arg(input)
     _tensor_arg(target, "target")
     _tensor_arg(weight, "weight", optional=True)
     reduction = _v.reduction(reduction)
@@ -389,7 +396,7 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,
     >>> z.grad
     tensor([-0.2500,  0.4404], dtype=torch.float64)
     """
-    _tensor_arg(input, "input")
+    _logits_arg(input)
     _tensor_arg(target, "target")
     _tensor_arg(weight, "weight", optional=True)
     _tensor_arg(pos_weight, "pos_weight", optional=True)
