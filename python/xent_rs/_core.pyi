@@ -1,9 +1,10 @@
 """Type stubs for the Rust extension (private: use the functions in ``xent_rs``).
 
-Every function takes C-contiguous, aligned, native-endian arrays of one float dtype
-(float16, float32 or float64, all array arguments of a call alike) and checks sizes,
-labels and aliasing itself; ``tests/test_stubs.py`` keeps these names and parameter lists
-equal to the compiled module's ``__text_signature__``.
+Every function takes C-contiguous, aligned, native-endian arrays: logits of float16, bfloat16,
+float32 or float64 (outputs of the logits' dtype), float targets (probabilities, BCE targets)
+of float32 or float64, int64 labels, float64 weights; each checks sizes, labels and aliasing
+itself. ``tests/test_stubs.py`` keeps these names and parameter lists equal to the compiled
+module's ``__text_signature__``.
 """
 
 from typing import Any, Optional, Tuple
@@ -49,6 +50,13 @@ def temperature_objective(
     weight: Optional[WeightArray] = None,
 ) -> Tuple[float, float, float]:
     """(Σ w·loss, Σ w·d loss/d beta, Σ w) of cross-entropy at logits·beta."""
+def calib_stats(
+    scores: FloatArray, k: int, from_logits: bool, labels: IndexArray,
+    weight: Optional[WeightArray], edges: WeightArray, right: bool, out: WeightArray,
+) -> None:
+    """Adds the streaming calibration statistics of (N, k) logits or probabilities to ``out``:
+    top-label bin sums (3, slots), one-vs-rest bin sums (3, k, slots), then the weight, Brier,
+    NLL, accuracy and confidence sums."""
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def simd_path() -> str:
