@@ -393,8 +393,10 @@ def kernel_calls(monkeypatch):
         real = getattr(xr, name)
 
         def wrapper(logits, target, **kw):
-            calls.append(dict(return_grad=kw.get("return_grad", False), logits=logits))
-            return real(logits, target, **kw)
+            result = real(logits, target, **kw)
+            calls.append(dict(return_grad=kw.get("return_grad", False), logits=logits,
+                              result=result))
+            return result
         monkeypatch.setattr(xr, name, wrapper)
 
     spy("cross_entropy")
@@ -437,6 +439,16 @@ def test_n_by_c_input_is_read_in_place(kernel_calls, dtype):
     assert all(_reads_in_place(c, x) for c in kernel_calls)
     if dtype == torch.bfloat16:
         assert kernel_calls[0]["logits"].dtype.name == "bfloat16"
+
+
+def test_plain_backward_hands_over_the_kernels_gradient(kernel_calls):
+    """After ``loss.backward()`` (upstream gradient 1, graph freed), ``x.grad`` is the
+    buffer the kernel wrote: no product, no copy, and no zero-filled gradient for the
+    operator's unused second output."""
+    x = torch.randn(16, 9, requires_grad=True)
+    xt.cross_entropy(x, torch.randint(0, 9, (16,))).backward()
+    (call,) = kernel_calls
+    assert x.grad.data_ptr() == call["result"][1].__array_interface__["data"][0]
 
 
 def test_gradient_is_computed_only_when_needed(kernel_calls):

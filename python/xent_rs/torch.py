@@ -41,6 +41,7 @@ except ImportError as exc:  # the message names what to install
         "(or pip install torch)") from exc
 
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import xent_rs as _xr
 from xent_rs import _validate as _v
@@ -155,8 +156,6 @@ def _eager_one(grad_output: Tensor) -> bool:
     """Whether the upstream gradient is a concrete scalar 1 (``loss.backward()``): then the
     saved gradient is already the answer, and a pass over it is saved. Never while tracing
     (torch.compile, opcheck): there the value is unknown and the product is traced."""
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-
     return (type(grad_output) is Tensor and grad_output.dim() == 0
             and not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None
             and grad_output.item() == 1.0)
