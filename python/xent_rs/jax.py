@@ -50,6 +50,7 @@ import numpy as np
 try:
     import jax
     import jax.numpy as jnp
+    from jax.typing import ArrayLike
 except ImportError as exc:  # the framework is optional: say what to install
     raise ImportError("xent_rs.jax needs JAX, which is not installed: "
                       "pip install xent_rs[jax] (or pip install jax)") from exc
@@ -447,8 +448,9 @@ def _spec(loss, options, loss_shape, **arrays):
 
 # ------------------------------------------------------------------------ public API --
 
-def cross_entropy(logits: Any, target: Any, *, weight: Any = None, ignore_index: int = -100,
-                  label_smoothing: float = 0.0, reduction: str = "mean") -> jax.Array:
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
+                  ignore_index: int = -100, label_smoothing: float = 0.0,
+                  reduction: str = "mean") -> jax.Array:
     r"""Categorical cross-entropy from unnormalised logits, for JAX (class axis last).
 
     The loss of :func:`xent_rs.cross_entropy` (``torch.nn.functional.cross_entropy``
@@ -468,14 +470,8 @@ def cross_entropy(logits: Any, target: Any, *, weight: Any = None, ignore_index:
         Not differentiable.
     weight : jax.Array, shape (K,), optional
         Finite, non-negative per-class weights. Not differentiable.
-    ignore_index : int, default -100
-        Rows whose index target equals it contribute nothing (index targets only).
-    label_smoothing : float in [0, 1], default 0
-        Mixes the target with the uniform distribution, as PyTorch does.
-    reduction : {"mean", "sum", "none"}
-        ``"mean"`` divides by the total weight of non-ignored rows (index targets) or the
-        number of rows (probabilities); a mean over nothing is NaN. ``"none"`` gives one
-        loss per row (0 for ignored rows).
+    ignore_index, label_smoothing, reduction
+        As for :func:`xent_rs.cross_entropy` (a mean over no non-ignored row is NaN).
 
     Returns
     -------
@@ -529,8 +525,10 @@ def cross_entropy(logits: Any, target: Any, *, weight: Any = None, ignore_index:
     return _loss(_spec("cce", options, loss_shape, logits=x, **arrays), x, arrays)
 
 
-def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = None,
-                                     pos_weight: Any = None, label_smoothing: float = 0.0,
+def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *,
+                                     weight: ArrayLike | None = None,
+                                     pos_weight: ArrayLike | None = None,
+                                     label_smoothing: float = 0.0,
                                      reduction: str = "mean") -> jax.Array:
     r"""Sigmoid binary cross-entropy from logits, elementwise, for JAX.
 
