@@ -56,6 +56,20 @@ fn top_label_rows<T: Real>(x: &[T], k: usize, c: &mut [f64], a: &mut [i64]) -> R
     Ok(())
 }
 
+/// Every label in `[0, k)` (calibration labels have no `ignore_index`).
+fn check_class_labels(labels: &[i64], k: usize) -> Result<(), Error> {
+    match labels.iter().position(|&t| t < 0 || t as u64 >= k as u64) {
+        Some(position) => Err(Error::Label {
+            arg: "labels",
+            position,
+            value: labels[position],
+            k,
+            ignore_index: None,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Calibration bins: edges `e_0 = 0 < … < e_n = 1` (as NumPy's `linspace` gives them) and
 /// the rule that assigns a value to a bin.
 #[derive(Clone, Copy)]
@@ -138,15 +152,7 @@ pub fn calib_stats<T: Real>(
     }
     let len = calib_stats_len(bins.slots(), k);
     check_len(Some(&*out), len, "out")?;
-    if let Some(position) = labels.iter().position(|&t| t < 0 || t as u64 >= k as u64) {
-        return Err(Error::Label {
-            arg: "labels",
-            position,
-            value: labels[position],
-            k,
-            ignore_index: None,
-        });
-    }
+    check_class_labels(labels, k)?;
     // Fixed blocks of rows (independent of the thread count), reduced in order, a bounded
     // number of them alive at once.
     let rows = rows_per_chunk(k).max(2048);
@@ -337,15 +343,7 @@ pub fn temperature_batch<T: Real>(
     let n = rows_of(x.len(), k)?;
     check_len(Some(labels), n, "labels")?;
     check_len(weight, k, "weight")?;
-    if let Some(position) = labels.iter().position(|&t| t < 0 || t as u64 >= k as u64) {
-        return Err(Error::Label {
-            arg: "labels",
-            position,
-            value: labels[position],
-            k,
-            ignore_index: None,
-        });
-    }
+    check_class_labels(labels, k)?;
     let rpc = rows_per_chunk(k);
     let jobs: Vec<_> = x
         .chunks((rpc * k).max(1))
