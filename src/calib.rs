@@ -124,22 +124,29 @@ pub fn calib_stats_len(slots: usize, k: usize) -> usize {
     3 * slots * (1 + k) + 5
 }
 
+/// What [`calib_stats`] computes: rows of `k` classes, logits (softmax) or probabilities,
+/// and the bins.
+#[derive(Clone, Copy)]
+pub struct CalibSpec<'a> {
+    pub k: usize,
+    pub from_logits: bool,
+    pub bins: Bins<'a>,
+}
+
 /// Streaming calibration statistics of `(N, k)` logits (softmax) or probabilities with class
 /// labels and optional sample weights, added to `out` (see [`calib_stats_len`]). One pass
 /// per row: the maximum, the sum of exponentials, then each class's float64 probability
 /// binned once. Rows of weight 0 add nothing. The numbers are those of the one-shot
 /// metrics: float64 softmax probabilities `exp(x_j − m)·(1/S)`, top-label confidence
 /// `1/S` from the element type's own sum (as `top_label` computes it), NLL `m − x_y + log S`.
-#[allow(clippy::too_many_arguments)]
 pub fn calib_stats<T: Real>(
     x: &[T],
-    k: usize,
-    from_logits: bool,
     labels: &[i64],
     weight: Option<&[f64]>,
-    bins: Bins<'_>,
+    spec: CalibSpec<'_>,
     out: &mut [f64],
 ) -> Result<(), Error> {
+    let CalibSpec { k, bins, .. } = spec;
     let n = rows_of(x.len(), k)?;
     check_len(Some(labels), n, "labels")?;
     check_len(weight, n, "sample_weight")?;
@@ -162,7 +169,7 @@ pub fn calib_stats<T: Real>(
             let r0 = b * rows;
             let nb = xb.len() / k;
             let w = weight.map(|w| &w[r0..r0 + nb]);
-            calib_block(xb, k, from_logits, &labels[r0..r0 + nb], w, bins, len)
+            calib_block(xb, &labels[r0..r0 + nb], w, spec, len)
         })?;
         for d in deltas {
             for (o, v) in out.iter_mut().zip(d?) {
@@ -190,16 +197,19 @@ fn sum_of_squares(v: &[f64]) -> f64 {
 /// The statistics of one block of rows, from zero.
 fn calib_block<T: Real>(
     x: &[T],
-    k: usize,
-    from_logits: bool,
     labels: &[i64],
     weight: Option<&[f64]>,
-    bins: Bins<'_>,
+    spec: CalibSpec<'_>,
     len: usize,
 ) -> Result<Vec<f64>, Error> {
     if let Some(w) = widened(x)? {
-        return calib_block(&w, k, from_logits, labels, weight, bins, len);
+        return calib_block(&w, labels, weight, spec, len);
     }
+    let CalibSpec {
+        k,
+        from_logits,
+        bins,
+    } = spec;
     let slots = bins.slots();
     let (ovr, sums) = (3 * slots, 3 * slots + 3 * k * slots);
     let mut d = try_vec(len, 0.0f64)?;

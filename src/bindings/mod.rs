@@ -373,10 +373,12 @@ fn calib_stats_typed<T: Real + NpElement>(
         data(&e, "edges")?.unwrap_or(&[]),
     );
     let o = data_mut(&mut o, "out")?.unwrap_or(&mut []);
-    let bins = calib::Bins { edges, right };
-    run_detached(py, x.len(), || {
-        calib::calib_stats(x, k, from_logits, t, w, bins, o)
-    })
+    let spec = calib::CalibSpec {
+        k,
+        from_logits,
+        bins: calib::Bins { edges, right },
+    };
+    run_detached(py, x.len(), || calib::calib_stats(x, t, w, spec, o))
 }
 
 /// Adds the streaming calibration statistics of `(N, k)` scores to the float64 `out`.
