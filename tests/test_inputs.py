@@ -179,3 +179,31 @@ def test_float_targets_keep_their_own_precision_for_bce():
     want = ref.binary_cross_entropy_with_logits(np.array([4.0]), np.array([0.3]),
                                                 reduction="sum")
     assert float(got) == pytest.approx(want, rel=1e-6)
+
+
+# --- 16-bit calibration inputs: read in place, checked on their bits --------------------------
+
+@pytest.mark.parametrize("dtype", [np.float16, BF16])
+def test_16_bit_scores_are_checked_like_float32(dtype):
+    from xent_rs import calibration as cal
+
+    y = np.array([0, 1, 2])
+    good = np.array([[0.5, 0.25, 0.25], [0.0, 1.0, -0.0], [0.125, 0.125, 0.75]])
+    got = cal.calibration_error(good.astype(dtype), y, n_bins=4)
+    assert got == pytest.approx(cal.calibration_error(good.astype(dtype).astype(np.float32),
+                                                      y, n_bins=4), abs=0)
+    cases = [(np.nan, False, "NaN"), (1.5, False, r"probabilities must lie in \[0, 1\]"),
+             (-0.25, False, r"probabilities must lie in \[0, 1\]"),
+             (np.inf, True, r"\+inf logits"), (np.nan, True, "NaN")]
+    for value, logits, message in cases:
+        bad = good.copy()
+        bad[1, 1] = value
+        with pytest.raises(ValueError, match=message):
+            cal.calibration_error(bad.astype(dtype), y, from_logits=logits)
+    masked = np.zeros((3, 3))
+    masked[2] = -np.inf
+    with pytest.raises(ValueError, match="every logit equal to -inf"):
+        cal.calibration_error(masked.astype(dtype), y, from_logits=True)
+    ok = np.zeros((3, 3))
+    ok[2, :2] = -np.inf  # one class left in every row: fine
+    assert np.isfinite(cal.calibration_error(ok.astype(dtype), y, from_logits=True))

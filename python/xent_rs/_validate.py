@@ -342,6 +342,9 @@ def scores(value, name, from_logits, *, allow_empty=False):
             return arr, binary
         raise ValueError(f"{name}: empty input (N = 0); the metric is undefined over no "
                          f"samples")
+    if arr.dtype.itemsize == 2:
+        _check_16_bit_scores(arr, name, from_logits, binary)
+        return arr, binary
     lo, hi = arr.min(), arr.max()
     if np.isnan(lo) or np.isnan(hi):
         raise ValueError(f"{name}: contains NaN")
@@ -355,6 +358,30 @@ def scores(value, name, from_logits, *, allow_empty=False):
         raise ValueError(f"{name}: probabilities must lie in [0, 1], got values in "
                          f"[{lo}, {hi}] (pass from_logits=True for logits)")
     return arr, binary
+
+
+#: (exponent mask = +inf, 1.0) as bits, for float16 and bfloat16.
+_BITS_16 = {"float16": (0x7C00, 0x3C00), "bfloat16": (0x7F80, 0x3F80)}
+
+
+def _check_16_bit_scores(arr, name, from_logits, binary):
+    """The checks of :func:`scores` on the bits of float16 / bfloat16 scores: NumPy has no
+    fast min/max for 16-bit floats, but its integer comparisons are vectorised."""
+    inf, one = _BITS_16[np.dtype(arr.dtype).name]
+    u = arr.view(np.uint16)
+    if ((u & 0x7FFF) > inf).any():
+        raise ValueError(f"{name}: contains NaN")
+    if from_logits:
+        if not binary:
+            if (u == inf).any():
+                raise ValueError(f"{name}: contains +inf logits (the softmax is undefined)")
+            neg_inf = u == (0x8000 | inf)
+            if neg_inf.any() and neg_inf.all(axis=1).any():
+                raise ValueError(f"{name}: a row has every logit equal to -inf (no class left)")
+    elif (u > 0x8000).any() or ((u > one) & (u < 0x8000)).any():
+        wide = arr.astype(np.float32)
+        raise ValueError(f"{name}: probabilities must lie in [0, 1], got values in "
+                         f"[{wide.min()}, {wide.max()}] (pass from_logits=True for logits)")
 
 
 def labels(value, n, n_classes, name="labels"):
