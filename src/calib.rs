@@ -92,7 +92,7 @@ impl Bins<'_> {
     /// `searchsorted(edges, v, "right") − 1` (torchmetrics'), from a first guess `⌊v·n⌋`
     /// corrected against the edges themselves (so it is the same for every edge rounding).
     /// `v` is a probability, never NaN.
-    #[inline]
+    #[inline(always)]
     fn index(&self, v: f64) -> usize {
         let (e, n) = (self.edges, self.n());
         let top = if self.right { n - 1 } else { n };
