@@ -236,7 +236,50 @@ def test_float16_matches_float32_of_the_same_values_rounded_once(rng):
                 np.float64(np.finfo(np.float16).smallest_subnormal)).all()
 
 
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(k=st.integers(2, 40), weight=st.sampled_from([1.0, 1e3, 1e-3, 3e4]),
+       eps=st.sampled_from([0.0, 0.1]), scale=st.sampled_from([1.0, 6.0, 12.0]),
+       seed=st.integers(0, 2**31 - 1))
+def test_float16_gradients_are_rounded_once_property(k, weight, eps, scale, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((5, k)) * scale).astype(np.float16)
+    t = rng.integers(0, k, 5)
+    w = np.full(k, weight)
+    _, g, h = xr.cross_entropy(x, t, weight=w, label_smoothing=eps, reduction="sum",
+                               return_grad=True, return_hess=True)
+    _, gr, hr = ref.cross_entropy(x.astype(np.float64), t, weight=w, label_smoothing=eps,
+                                  reduction="sum", return_grad=True, return_hess=True)
+    for got, want in ((g, gr), (h, hr)):
+        with np.errstate(over="ignore"):
+            want16 = want.astype(np.float16)
+        ulp = np.spacing(np.abs(want16)).astype(np.float64)
+        err = np.abs(got.astype(np.float64) - want)
+        finite = np.isfinite(want16)
+        # Half a float16 ulp from a float32 working value (2^-13 of an ulp more at most).
+        assert (err[finite] <= ulp[finite] * (0.5 + 2.0**-12)).all()
+        np.testing.assert_array_equal(got[~finite], want16[~finite])
+
+
 # --- 7. extreme values ----------------------------------------------------------------------
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(pw=st.sampled_from([1.0, 1e4, 1e20]), w=st.sampled_from([1.0, 1e-20, 1e30]),
+       eps=st.sampled_from([0.0, 0.01]), seed=st.integers(0, 2**31 - 1))
+def test_extreme_bce_logits_property(pw, w, eps, seed):
+    """Logits past float32's exponent range (|z| in [80, 200]) with large and small factors:
+    each element's loss and gradient as the float64 reference gives them, rounded once."""
+    rng = np.random.default_rng(seed)
+    z = (rng.choice([-1.0, 1.0], 64) * rng.uniform(80, 200, 64)).astype(np.float32)
+    y = rng.choice([0.0, 1.0], 64).astype(np.float32)
+    kw = dict(weight=np.array(w), pos_weight=np.array([pw]), label_smoothing=eps,
+              reduction="none")
+    with np.errstate(over="ignore"):
+        got_l = xr.binary_cross_entropy_with_logits(z, y, **kw)
+        want_l = ref.binary_cross_entropy_with_logits(z, y, **kw).astype(np.float32)
+    np.testing.assert_allclose(got_l, want_l, rtol=1e-6, atol=2e-45)
+
+
+# --- 7. extreme values (reproducers) ---------------------------------------------------------
 
 @pytest.mark.parametrize("isa", PATHS)
 def test_extreme_bce_terms_are_weighted_before_they_are_flushed(isa):
