@@ -559,27 +559,12 @@ def _fit(z: da.Array, y: da.Array, weight: Optional[np.ndarray],
         return 1.0
     if divide_by is None and not 1e-100 <= scale <= 1e100:
         # As in memory: T scales with the logits; search on z / scale, where 1/T stays in range.
-        t = _fit(z, y, weight, float(scale)) * scale
-        if not np.finfo(np.float64).tiny <= t < np.inf:
-            raise ValueError("logits: the fitted temperature is outside the float64 range "
-                             f"(logits of magnitude {scale:g})")
-        return float(t)
-    if top:
-        raise ValueError("logits: every row's labelled class has the largest logit, so the "
-                         "loss keeps decreasing as T -> 0; no finite temperature minimises it")
+        return _temperature._unscaled(_fit(z, y, weight, float(scale)), scale)
 
     def slope(beta: float) -> float:
         return reduce(_temperature_sums, _add_sums, _ratio, beta=float(beta))
 
-    g_lo = slope(0.0)
-    if not g_lo < 0:
-        raise ValueError("logits: the loss does not decrease for any T > 0 (the logits rank "
-                         "the labels no better than chance), so it is minimised as T -> inf")
-    beta_cap = 1e300 / max(1.0, float(scale))
-    lo, g_lo, hi, g_hi = _temperature._bracket(slope, 0.0, g_lo, beta_cap)
-    if g_hi == 0:
-        return float(1.0 / hi)
-    return _temperature._regula_falsi(slope, lo, g_lo, hi, g_hi)
+    return _temperature._solve(slope, float(scale), top)
 
 
 def fit_temperature(logits: ArrayInput, labels: ArrayInput, *,

@@ -85,27 +85,41 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *,
         return 1.0
     if not 1e-100 <= scale <= 1e100:
         # T scales with the logits: search on z / scale, where 1/T stays in range.
-        t = fit_temperature(z / scale, labels, weight=weight) * scale
-        if not np.finfo(np.float64).tiny <= t < np.inf:
-            raise ValueError("logits: the fitted temperature is outside the float64 range "
-                             f"(logits of magnitude {scale:g})")
-        return float(t)
-    if all_top:
-        raise ValueError("logits: every row's labelled class has the largest logit, so the "
-                         "loss keeps decreasing as T -> 0; no finite temperature minimises it")
+        return _unscaled(fit_temperature(z / scale, labels, weight=weight), scale)
 
     def slope(beta):
         return _rows.temperature_objective(z, labels, beta, weight)[1]
 
-    lo, g_lo = 0.0, slope(0.0)
+    return _solve(slope, scale, all_top)
+
+
+def _unscaled(t, scale):
+    """The temperature of logits ``scale`` times those ``t`` was fitted on; ``ValueError``
+    when it leaves the float64 range."""
+    t = t * scale
+    if not np.finfo(np.float64).tiny <= t < np.inf:
+        raise ValueError("logits: the fitted temperature is outside the float64 range "
+                         f"(logits of magnitude {scale:g})")
+    return float(t)
+
+
+def _solve(slope, scale, all_top):
+    """The temperature where ``slope(beta)``, the derivative of the mean loss in
+    ``beta = 1/T`` (increasing: the loss is convex), is zero, for logits whose largest finite
+    magnitude is ``scale``; ``ValueError`` when no finite ``T > 0`` minimises the loss. Shared
+    by the in-memory and the Dask fits (each supplies its own ``slope``)."""
+    if all_top:
+        raise ValueError("logits: every row's labelled class has the largest logit, so the "
+                         "loss keeps decreasing as T -> 0; no finite temperature minimises it")
+    g_lo = slope(0.0)
     if not g_lo < 0:
         raise ValueError("logits: the loss does not decrease for any T > 0 (the logits rank "
                          "the labels no better than chance), so it is minimised as T -> inf")
-    beta_cap = 1e300 / max(1.0, scale)
-    lo, g_lo, hi, g_hi = _bracket(slope, lo, g_lo, beta_cap)
+    lo, g_lo, hi, g_hi = _bracket(slope, 0.0, g_lo, 1e300 / max(1.0, scale))
     if g_hi == 0:
         return float(1.0 / hi)
     return _regula_falsi(slope, lo, g_lo, hi, g_hi)
+
 
 
 def _live_rows(z, labels, weight):
