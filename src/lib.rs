@@ -10,14 +10,19 @@
 //! * [`error`]: the core's typed errors (a leaf);
 //! * [`parallel`]: the library's pool, deterministic chunking and cancellation (above
 //!   [`error`] only);
-//! * the kernels, one family per file: [`cce`], [`bce`], [`softmax`], [`calib`];
+//! * the kernels, one family per file: [`cce`], [`bce`], [`softmax`], [`calib`], [`losses`]
+//!   (the cross-entropy variants), [`bootstrap`] (resampled calibration statistics);
+//! * composite kernels built on a row kernel: [`linear`] (fused linear + cross-entropy);
 //! * `bindings`: PyO3 only, the one module that names Python.
 
 pub mod bce;
+pub mod bootstrap;
 pub mod calib;
 pub mod cce;
 pub mod element;
 pub mod error;
+pub mod linear;
+pub mod losses;
 pub mod parallel;
 pub mod real;
 pub mod rowstats;
@@ -52,9 +57,18 @@ mod layering {
         ("bce", 4, include_str!("bce.rs")),
         ("softmax", 4, include_str!("softmax.rs")),
         ("calib", 4, include_str!("calib.rs")),
-        ("bindings", 5, include_str!("bindings/mod.rs")),
-        ("bindings", 5, include_str!("bindings/args.rs")),
-        ("bindings", 5, include_str!("bindings/detach.rs")),
+        // losses (issue 12)
+        ("losses", 4, include_str!("losses.rs")),
+        // bootstrap (issue 15)
+        ("bootstrap", 4, include_str!("bootstrap.rs")),
+        // linear (issue 13)
+        ("linear", 5, include_str!("linear.rs")),
+        ("bindings", 6, include_str!("bindings/mod.rs")),
+        ("bindings", 6, include_str!("bindings/args.rs")),
+        ("bindings", 6, include_str!("bindings/detach.rs")),
+        ("bindings", 6, include_str!("bindings/losses.rs")),
+        ("bindings", 6, include_str!("bindings/bootstrap.rs")),
+        ("bindings", 6, include_str!("bindings/linear.rs")),
     ];
 
     fn layer(module: &str) -> Option<u8> {

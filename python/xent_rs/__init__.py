@@ -379,3 +379,12 @@ def set_num_threads(n):
 def get_num_threads():
     """The number of threads xent_rs uses (``XENT_RS_NUM_THREADS`` or the usable cores)."""
     return _core.get_num_threads()
+
+
+# The cross-entropy variants (issue 12) and the losses that never build the logits matrix
+# (issue 13) live in their own modules; their names are part of this package's API.
+from . import _linear, _losses  # noqa: E402
+from ._linear import *  # noqa: E402,F401,F403
+from ._losses import *  # noqa: E402,F401,F403
+
+__all__ += [*_losses.__all__, *_linear.__all__]

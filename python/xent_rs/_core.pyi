@@ -63,3 +63,9 @@ def simd_path() -> str:
     """The instruction-set path float32 rows run on: "scalar", "avx2" or "avx512"."""
 def simd_paths_supported() -> list[str]:
     """Every path this CPU supports, lowest first."""
+
+# --- cross-entropy variants (issue 12) ---
+
+# --- bootstrap (issue 15) ---
+
+# --- linear cross-entropy and InfoNCE (issue 13) ---

@@ -20,11 +20,15 @@ from __future__ import annotations
 import numpy as np
 
 from . import _calibration_reference as _cal
+from . import _reference_linear as _lin
+from . import _reference_losses as _los
 from ._calibration_reference import *  # noqa: F401,F403  (the calibration metrics)
+from ._reference_linear import *  # noqa: F401,F403  (linear + CE, InfoNCE)
+from ._reference_losses import *  # noqa: F401,F403  (the cross-entropy variants)
 
 #: The losses and building blocks defined here, then the calibration metrics.
 __all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "log_softmax", "softmax",
-           "logsumexp", *_cal.__all__]
+           "logsumexp", *_cal.__all__, *_los.__all__, *_lin.__all__]
 
 
 def _row_stats(x):

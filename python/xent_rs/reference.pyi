@@ -91,3 +91,9 @@ def loss_breakdown(
     logits: npt.ArrayLike, labels: npt.ArrayLike, *, threshold: float = ...,
 ) -> Dict[str, Any]: ...
 def label_dependence(targets: npt.ArrayLike) -> Array64: ...
+
+# --- cross-entropy variants (issue 12) ---
+
+# --- bootstrap (issue 15) ---
+
+# --- linear cross-entropy and InfoNCE (issue 13) ---

@@ -512,3 +512,6 @@ class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
         """
         return binary_cross_entropy_with_logits(input, target, self.weight, self.reduction,
                                                 self.pos_weight)
+
+
+# --- linear_cross_entropy (issue 13) ---

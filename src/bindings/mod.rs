@@ -5,7 +5,10 @@
 //! a call that skips the Python layer gets a `ValueError`, never an out-of-bounds access.
 
 mod args;
+mod bootstrap;
 mod detach;
+mod linear;
+mod losses;
 
 use numpy::{Element as NpElement, PyArray1, PyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -427,5 +430,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rowwise, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    losses::register(m)?;
+    bootstrap::register(m)?;
+    linear::register(m)?;
     Ok(())
 }

@@ -1,0 +1,5 @@
+"""The cross-entropy variants: focal, sigmoid focal, poly-1, generalized CE, energy margin."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+//! Bootstrap resampling of calibration statistics without copying the inputs.

@@ -1,0 +1,1 @@
+//! Fused linear + cross-entropy and InfoNCE without the logits matrix.
