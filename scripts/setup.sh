@@ -17,6 +17,13 @@ VPY=.venv/bin/python
 if [ "${XENT_RS_SKIP_FRAMEWORKS:-0}" != 1 ]; then
   "$VPY" -m pip install --quiet torch jax optax xgboost-cpu lightgbm "dask[array]" \
     distributed pyarrow tqdm
+  # The peers the second-round losses and calibration metrics are checked against (their
+  # tests skip when absent). --no-deps keeps pip from re-resolving torch for torchvision;
+  # their small pure-Python dependencies are named instead.
+  "$VPY" -m pip install --quiet --no-deps torchvision==0.29.2 keras==3.15.1 relplot==1.0.3 \
+    uncertainty-calibration==0.1.4
+  "$VPY" -m pip install --quiet pillow absl-py h5py namex optree rich deprecation pandas \
+    seaborn scipy parameterized
 fi
 
 rm -rf dist
