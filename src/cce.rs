@@ -359,20 +359,24 @@ fn capped_row<T: Real, Y: Element>(
         _ => unreachable!("in place has the gradient"),
     };
     let tb = &mut sc.t[..k];
-    let two_over_c = 2.0 / cap;
-    for (tj, &xj) in tb.iter_mut().zip(x) {
-        *tj = -(xj.to_f64().abs() * two_over_c);
-    }
-    crate::simd::exp_f64_in_place(tb);
-    // tanh(u) = sign(u)·(1 − e)/(1 + e), e = exp(−2|u|) ≤ 1: no overflow.
-    for (tj, &xj) in tb.iter_mut().zip(x) {
-        *tj = ((1.0 - *tj) / (1.0 + *tj)).copysign(xj.to_f64());
-    }
+    let t_max = match T::as_f32(x) {
+        Some(x32) => crate::simd::tanh_f32_to_f64(x32, 1.0 / cap, tb),
+        None => {
+            let two_over_c = 2.0 / cap;
+            for (tj, &xj) in tb.iter_mut().zip(x) {
+                *tj = -(xj.to_f64().abs() * two_over_c);
+            }
+            crate::simd::exp_f64_in_place(tb);
+            // tanh(u) = sign(u)·(1 − e)/(1 + e), e = exp(−2|u|) ≤ 1: no overflow.
+            let mut t_max = f64::NEG_INFINITY;
+            for (tj, &xj) in tb.iter_mut().zip(x) {
+                *tj = ((1.0 - *tj) / (1.0 + *tj)).copysign(xj.to_f64());
+                t_max = if *tj > t_max { *tj } else { t_max };
+            }
+            t_max
+        }
+    };
     let x_max = row_max(x);
-    let mut t_max = f64::NEG_INFINITY;
-    for &tj in tb.iter() {
-        t_max = if tj > t_max { tj } else { t_max };
-    }
     // A row of `-inf` is NaN, as without the cap; a `-inf` logit stays masked.
     let m = if x_max == f64::NEG_INFINITY {
         f64::NAN
@@ -380,13 +384,20 @@ fn capped_row<T: Real, Y: Element>(
         cap * t_max
     };
     let ys = &mut sc.y[..k];
-    for ((yj, &tj), &xj) in ys.iter_mut().zip(tb.iter()).zip(x) {
-        let d = cap * tj - m;
-        *yj = T::from_f64(if xj.to_f64() == f64::NEG_INFINITY && !m.is_nan() {
-            f64::NEG_INFINITY
-        } else {
-            d
-        });
+    match (T::as_f32(x), T::as_f32_mut(ys)) {
+        (Some(x32), Some(y32)) if !m.is_nan() => {
+            crate::simd::shift_capped_f32(tb, x32, cap, m, y32)
+        }
+        _ => {
+            for ((yj, &tj), &xj) in ys.iter_mut().zip(tb.iter()).zip(x) {
+                let d = cap * tj - m;
+                *yj = T::from_f64(if xj.to_f64() == f64::NEG_INFINITY && !m.is_nan() {
+                    f64::NEG_INFINITY
+                } else {
+                    d
+                });
+            }
+        }
     }
     let mut derivs = match derivs {
         Derivs::Hess(h) => Derivs::Both {
@@ -423,8 +434,13 @@ fn capped_row<T: Real, Y: Element>(
             let res = cce_row_finish(target, spec, Derivs::Grad(&mut *g), st, tt);
             // dy/dx = sech²(u) = (1 − t)(1 + t): where t rounds to ±1 the true value is below
             // 1e-16, so the absolute error is nil.
-            for (gj, &tj) in g.iter_mut().zip(tb.iter()) {
-                *gj = T::from_f64(gj.to_f64() * ((1.0 - tj) * (1.0 + tj)));
+            match T::as_f32_mut(g) {
+                Some(g32) => crate::simd::mul_sech2_f32(g32, tb),
+                None => {
+                    for (gj, &tj) in g.iter_mut().zip(tb.iter()) {
+                        *gj = T::from_f64(gj.to_f64() * ((1.0 - tj) * (1.0 + tj)));
+                    }
+                }
             }
             res
         }
