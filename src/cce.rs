@@ -330,6 +330,8 @@ struct CapScratch<C> {
     y: Vec<C>,
     /// The gradient with respect to `y` when only the Hessian is requested.
     g: Vec<C>,
+    /// The exponentials when no derivative is requested (float32 rows).
+    e: Vec<C>,
 }
 
 /// [`cce_row`] of the soft-capped row `c·tanh(x/c)` of `x`, derivatives with respect to `x`
@@ -407,11 +409,38 @@ fn capped_row<T: Real, Y: Element>(
         d => d,
     };
     let tt = target_terms(ys, 0.0, target, spec);
+    // Rounding `d_j = c·t_j − m` to float32 costs up to 2^-25·|d_j| absolute in the exponent,
+    // too much for a confident row's tiny loss (its terms have |d_j| up to 2c): the
+    // exponentials, stored in full, are corrected by `e_j·(d_j − d32_j)`, and so is their sum.
+    let rounded = T::as_f32(ys).is_some();
+    let ys = &sc.y[..k];
     let store = match target {
         RowTarget::Ignored => None,
         _ => derivs.store(),
     };
-    let es = exp_sum(ys, 0.0, store);
+    let store = match store {
+        Some(s) => Some(s),
+        None if rounded => Some(&mut sc.e[..k]),
+        None => None,
+    };
+    let es = match store {
+        Some(e) if rounded => {
+            let mut es = exp_sum(ys, 0.0, Some(&mut *e));
+            let mut fix = 0.0;
+            for ((ej, &yj), &tj) in e.iter_mut().zip(ys).zip(tb.iter()) {
+                let v = ej.to_f64();
+                if v != 0.0 {
+                    let dv = v * ((cap * tj - m) - yj.to_f64());
+                    fix += dv;
+                    *ej = T::from_f64(v + dv);
+                }
+            }
+            es.rest += fix;
+            es.total = 1.0 + es.rest;
+            es
+        }
+        store => exp_sum(ys, 0.0, store),
+    };
     let st = RowStats {
         m,
         es,
@@ -820,6 +849,11 @@ fn capped_chunk<C: Real, Y: Element, O: Element>(
         t: try_vec(k, 0.0)?,
         y: try_vec(k, C::ZERO)?,
         g: if hess_only {
+            try_vec(k, C::ZERO)?
+        } else {
+            Vec::new()
+        },
+        e: if C::as_f32(&[]).is_some() {
             try_vec(k, C::ZERO)?
         } else {
             Vec::new()

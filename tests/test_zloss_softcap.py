@@ -391,3 +391,28 @@ def test_numpy_scalars_are_accepted(rng):
     np.testing.assert_array_equal(
         xr.cross_entropy(x, t, z_loss=np.float32(0.25), softcap=np.int64(3)),
         xr.cross_entropy(x, t, z_loss=0.25, softcap=3.0))
+
+
+@pytest.mark.parametrize("k", [2, 10])
+@pytest.mark.parametrize("outputs", ["loss", "grad", "hess", "in_place"])
+def test_capped_confident_rows_keep_relative_precision(rng, k, outputs):
+    """A capped row's shift ``c·tanh(x/c) − max`` reaches ``-2c``; rounded to float32 it would
+    cost ``2^-25·2c`` relative in a confident row's loss ``≈ Σ exp(d_j)``: the kernel corrects
+    for the rounding, whichever outputs are asked for."""
+    n, c = 300, 30.0
+    x = (rng.standard_normal((n, k)) * 30).astype(np.float32)
+    t = rng.integers(0, k, n)
+    x[np.arange(n), t] = np.float32(200.0)  # y_t ≈ c: losses down to exp(-60)
+    want = ref.cross_entropy(x, t, softcap=c, reduction="none")
+    kw = dict(softcap=c, reduction="none")
+    if outputs == "loss":
+        got = xr.cross_entropy(x, t, **kw)
+    elif outputs == "grad":
+        got = xr.cross_entropy(x, t, return_grad=True, **kw)[0]
+    elif outputs == "hess":
+        got = xr.cross_entropy(x, t, return_hess=True, **kw)[0]
+    else:
+        xc = x.copy()
+        got = xr.cross_entropy(xc, t, return_grad=True, out=xc, **kw)[0]
+    assert np.min(want) < 1e-10
+    np.testing.assert_allclose(got, want, rtol=ROW_LOSS_RTOL[np.dtype(np.float32)])
