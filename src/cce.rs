@@ -424,22 +424,15 @@ fn capped_row<T: Real, Y: Element>(
         None => None,
     };
     let es = match store {
-        Some(e) if rounded => {
+        Some(e) => {
             let mut es = exp_sum(ys, 0.0, Some(&mut *e));
-            let mut fix = 0.0;
-            for ((ej, &yj), &tj) in e.iter_mut().zip(ys).zip(tb.iter()) {
-                let v = ej.to_f64();
-                if v != 0.0 {
-                    let dv = v * ((cap * tj - m) - yj.to_f64());
-                    fix += dv;
-                    *ej = T::from_f64(v + dv);
-                }
+            if let (Some(e32), Some(y32)) = (T::as_f32_mut(e), T::as_f32(ys)) {
+                es.rest += crate::simd::refine_rounded_exps_f32(e32, y32, tb, cap, m);
+                es.total = 1.0 + es.rest;
             }
-            es.rest += fix;
-            es.total = 1.0 + es.rest;
             es
         }
-        store => exp_sum(ys, 0.0, store),
+        None => exp_sum(ys, 0.0, None),
     };
     let st = RowStats {
         m,

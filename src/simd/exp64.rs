@@ -80,6 +80,33 @@ fn shift_scalar(t: &[f64], x: &[f32], c: f64, m: f64, out: &mut [f32]) {
     }
 }
 
+/// For stored exponentials `e[j] = exp(d32[j])` of `d32[j] = f32(c·t[j] − m)`: each nonzero
+/// `e[j]` becomes `e[j]·(1 + lo[j])`, `lo[j] = (c·t[j] − m) − d32[j]` (the exponential of the
+/// unrounded argument to first order), rounded once; returns `Σ e[j]·lo[j]` (all lengths
+/// equal).
+pub fn refine_rounded_exps_f32(e: &mut [f32], d32: &[f32], t: &[f64], c: f64, m: f64) -> f64 {
+    let (d32, t) = (&d32[..e.len()], &t[..e.len()]);
+    #[cfg(target_arch = "x86_64")]
+    if super::active() >= Isa::Avx2 {
+        // SAFETY: `active()` is at least Avx2 only when the CPU reports avx2 and fma.
+        return unsafe { avx2::refine_rounded_exps(e, d32, t, c, m) };
+    }
+    refine_scalar(e, d32, t, c, m)
+}
+
+fn refine_scalar(e: &mut [f32], d32: &[f32], t: &[f64], c: f64, m: f64) -> f64 {
+    let mut fix = 0.0;
+    for ((ej, &dj), &tj) in e.iter_mut().zip(d32).zip(t) {
+        let v = *ej as f64;
+        if v != 0.0 {
+            let dv = v * ((c * tj - m) - dj as f64);
+            fix += dv;
+            *ej = (v + dv) as f32;
+        }
+    }
+    fix
+}
+
 /// `g[j] *= (1 − t[j])(1 + t[j])` (`sech²` from `tanh`), the product in f64, rounded once.
 pub fn mul_sech2_f32(g: &mut [f32], t: &[f64]) {
     let t = &t[..g.len()];
@@ -136,6 +163,44 @@ mod avx2 {
             }
         }
         shift_scalar(&t[n4..], &x[n4..], c, m, &mut out[n4..]);
+    }
+
+    /// See [`refine_rounded_exps_f32`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; the slices have equal lengths.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn refine_rounded_exps(
+        e: &mut [f32],
+        d32: &[f32],
+        t: &[f64],
+        c: f64,
+        m: f64,
+    ) -> f64 {
+        let n4 = e.len() / 4 * 4;
+        // SAFETY: each access covers [i, i + 4) with i + 4 ≤ n4 ≤ every length; the
+        // intrinsics need avx2 and fma (this function's contract).
+        let fix = unsafe {
+            let (vc, vm) = (_mm256_set1_pd(c), _mm256_set1_pd(m));
+            let zero = _mm256_setzero_pd();
+            let mut acc = zero;
+            let mut i = 0;
+            while i < n4 {
+                let v = _mm256_cvtps_pd(_mm_loadu_ps(e.as_ptr().add(i)));
+                let d = _mm256_sub_pd(_mm256_mul_pd(vc, _mm256_loadu_pd(t.as_ptr().add(i))), vm);
+                let lo = _mm256_sub_pd(d, _mm256_cvtps_pd(_mm_loadu_ps(d32.as_ptr().add(i))));
+                // Zero exponentials (masked or flushed entries, where lo may be inf) stay 0.
+                let live = _mm256_cmp_pd::<_CMP_NEQ_UQ>(v, zero);
+                let dv = _mm256_and_pd(_mm256_mul_pd(v, lo), live);
+                acc = _mm256_add_pd(acc, dv);
+                _mm_storeu_ps(e.as_mut_ptr().add(i), _mm256_cvtpd_ps(_mm256_add_pd(v, dv)));
+                i += 4;
+            }
+            let mut lanes = [0.0f64; 4];
+            _mm256_storeu_pd(lanes.as_mut_ptr(), acc);
+            (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+        };
+        fix + refine_scalar(&mut e[n4..], &d32[n4..], &t[n4..], c, m)
     }
 
     /// See [`mul_sech2_f32`].
