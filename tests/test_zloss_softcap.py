@@ -416,3 +416,18 @@ def test_capped_confident_rows_keep_relative_precision(rng, k, outputs):
         got = xr.cross_entropy(xc, t, return_grad=True, out=xc, **kw)[0]
     assert np.min(want) < 1e-10
     np.testing.assert_allclose(got, want, rtol=ROW_LOSS_RTOL[np.dtype(np.float32)])
+
+
+def test_in_place_beyond_the_copied_row_length(rng):
+    """Rows longer than the in-place scratch copy (2^16 classes) read the logits from the
+    gradient buffer itself."""
+    x = random_logits(rng, (2, 70_000), np.float32)
+    t = np.array([3, 69_999])
+    kw = dict(z_loss=1e-3, softcap=10.0, return_grad=True)
+    loss, g = xr.cross_entropy(x, t, **kw)
+    xc = x.copy()
+    loss2, g2 = xr.cross_entropy(xc, t, out=xc, **kw)
+    assert loss2 == loss
+    np.testing.assert_array_equal(g2, g)
+    np.testing.assert_allclose(loss, ref.cross_entropy(x, t, z_loss=1e-3, softcap=10.0),
+                               rtol=1e-6)
