@@ -74,6 +74,12 @@ pub struct CceSpec<'a> {
     pub divisor: f64,
     /// Compute logsumexp for ignored rows too.
     pub want_lse: bool,
+    /// The z-loss coefficient (finite, non-negative; 0 for none).
+    pub z_loss: f64,
+    /// Divides the z-loss's gradient and Hessian (the mean's: the number of non-ignored rows).
+    pub z_divisor: f64,
+    /// The soft cap `c` (finite, positive), or `None`.
+    pub softcap: Option<f64>,
 }
 
 impl CceSpec<'_> {
@@ -84,12 +90,30 @@ impl CceSpec<'_> {
     /// `v / D`, as a product where `1 / D` is finite.
     #[inline(always)]
     fn per_divisor(&self, v: f64) -> f64 {
-        let inv = 1.0 / self.divisor;
-        if inv.is_finite() {
-            v * inv
+        per(v, self.divisor)
+    }
+    /// The row's z-loss `z lse²` and `2 z / D_z` (0 without a z-loss).
+    #[inline(always)]
+    fn z_terms(&self, lse: f64) -> (f64, f64) {
+        if self.z_loss == 0.0 {
+            (0.0, 0.0)
         } else {
-            v / self.divisor
+            (
+                self.z_loss * lse * lse,
+                per(2.0 * self.z_loss, self.z_divisor),
+            )
         }
+    }
+}
+
+/// `v / d`, as a product where `1 / d` is finite.
+#[inline(always)]
+fn per(v: f64, d: f64) -> f64 {
+    let inv = 1.0 / d;
+    if inv.is_finite() {
+        v * inv
+    } else {
+        v / d
     }
 }
 
@@ -118,8 +142,18 @@ impl<T> Derivs<'_, T> {
 /// Loss and logsumexp of one row.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RowResult {
+    /// The cross-entropy term.
     pub loss: f64,
+    /// The z-loss term `z lse²` (0 for an ignored row).
+    pub z: f64,
     pub lse: f64,
+}
+
+/// The sums over a batch of the rows' cross-entropy and z-loss terms.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct CceSums {
+    pub loss: f64,
+    pub z: f64,
 }
 
 /// Checks every label (each in `[0, K)` or equal to `ignore_index`) and the weight's length,
@@ -288,6 +322,178 @@ fn cce_row_in_place<T: Real, Y: Element>(
     cce_row_finish(target, spec, derivs, st, tt)
 }
 
+/// Per-thread scratch rows of the soft-capped path.
+struct CapScratch<C> {
+    /// `tanh(x_j / c)`.
+    t: Vec<f64>,
+    /// The capped row minus its maximum.
+    y: Vec<C>,
+    /// The gradient with respect to `y` when only the Hessian is requested.
+    g: Vec<C>,
+    /// The exponentials when no derivative is requested (float32 rows).
+    e: Vec<C>,
+}
+
+/// [`cce_row`] of the soft-capped row `c·tanh(x/c)` of `x`, derivatives with respect to `x`
+/// (see the module's notes). `x` may be the gradient buffer's own row (in place): it is read
+/// before anything is written.
+fn capped_row<T: Real, Y: Element>(
+    x: Option<&[T]>,
+    target: RowTarget<'_, Y>,
+    spec: &CceSpec<'_>,
+    cap: f64,
+    mut derivs: Derivs<'_, T>,
+    sc: &mut CapScratch<T>,
+) -> RowResult {
+    if let (RowTarget::Ignored, false) = (target, spec.want_lse) {
+        return cce_row_finish(
+            target,
+            spec,
+            derivs,
+            RowStats::default(),
+            Default::default(),
+        );
+    }
+    let k = spec.k;
+    let x = match (x, &mut derivs) {
+        (Some(x), _) => x,
+        (None, Derivs::Grad(g)) | (None, Derivs::Both { grad: g, .. }) => &**g,
+        _ => unreachable!("in place has the gradient"),
+    };
+    let tb = &mut sc.t[..k];
+    let t_max = match T::as_f32(x) {
+        Some(x32) => crate::simd::tanh_f32_to_f64(x32, 1.0 / cap, tb),
+        None => {
+            let two_over_c = 2.0 / cap;
+            for (tj, &xj) in tb.iter_mut().zip(x) {
+                *tj = -(xj.to_f64().abs() * two_over_c);
+            }
+            crate::simd::exp_f64_in_place(tb);
+            // tanh(u) = sign(u)·(1 − e)/(1 + e), e = exp(−2|u|) ≤ 1: no overflow.
+            let mut t_max = f64::NEG_INFINITY;
+            for (tj, &xj) in tb.iter_mut().zip(x) {
+                *tj = ((1.0 - *tj) / (1.0 + *tj)).copysign(xj.to_f64());
+                t_max = if *tj > t_max { *tj } else { t_max };
+            }
+            t_max
+        }
+    };
+    let x_max = row_max(x);
+    // A row of `-inf` is NaN, as without the cap; a `-inf` logit stays masked.
+    let m = if x_max == f64::NEG_INFINITY {
+        f64::NAN
+    } else {
+        cap * t_max
+    };
+    let ys = &mut sc.y[..k];
+    match (T::as_f32(x), T::as_f32_mut(ys)) {
+        (Some(x32), Some(y32)) if !m.is_nan() => {
+            crate::simd::shift_capped_f32(tb, x32, cap, m, y32)
+        }
+        _ => {
+            for ((yj, &tj), &xj) in ys.iter_mut().zip(tb.iter()).zip(x) {
+                let d = cap * tj - m;
+                *yj = T::from_f64(if xj.to_f64() == f64::NEG_INFINITY && !m.is_nan() {
+                    f64::NEG_INFINITY
+                } else {
+                    d
+                });
+            }
+        }
+    }
+    let mut derivs = match derivs {
+        Derivs::Hess(h) => Derivs::Both {
+            grad: &mut sc.g[..k],
+            hess: h,
+        },
+        d => d,
+    };
+    let tt = target_terms(ys, 0.0, target, spec);
+    // Rounding `d_j = c·t_j − m` to float32 costs up to 2^-25·|d_j| absolute in the exponent,
+    // too much for a confident row's tiny loss (its terms have |d_j| up to 2c): the
+    // exponentials, stored in full, are corrected by `e_j·(d_j − d32_j)`, and so is their sum.
+    let rounded = T::as_f32(ys).is_some();
+    let ys = &sc.y[..k];
+    let store = match target {
+        RowTarget::Ignored => None,
+        _ => derivs.store(),
+    };
+    let store = match store {
+        Some(s) => Some(s),
+        None if rounded => Some(&mut sc.e[..k]),
+        None => None,
+    };
+    let es = match store {
+        Some(e) => {
+            let mut es = exp_sum(ys, 0.0, Some(&mut *e));
+            if let (Some(e32), Some(y32)) = (T::as_f32_mut(e), T::as_f32(ys)) {
+                es.rest += crate::simd::refine_rounded_exps_f32(e32, y32, tb, cap, m);
+                es.total = 1.0 + es.rest;
+            }
+            es
+        }
+        None => exp_sum(ys, 0.0, None),
+    };
+    let st = RowStats {
+        m,
+        es,
+        log_s: es.log_sum(),
+    };
+    let (grad, hess) = match derivs {
+        Derivs::None => (None, None),
+        Derivs::Grad(g) => (Some(g), None),
+        Derivs::Both { grad, hess } => (Some(grad), Some(hess)),
+        Derivs::Hess(_) => unreachable!("made Both above"),
+    };
+    let ignored = matches!(target, RowTarget::Ignored);
+    match (grad, hess) {
+        (None, _) => cce_row_finish(target, spec, Derivs::<T>::None, st, tt),
+        (Some(g), None) if ignored => cce_row_finish(target, spec, Derivs::Grad(g), st, tt),
+        (Some(grad), Some(hess)) if ignored => {
+            cce_row_finish(target, spec, Derivs::Both { grad, hess }, st, tt)
+        }
+        (Some(g), None) => {
+            let res = cce_row_finish(target, spec, Derivs::Grad(&mut *g), st, tt);
+            // dy/dx = sech²(u) = (1 − t)(1 + t): where t rounds to ±1 the true value is below
+            // 1e-16, so the absolute error is nil.
+            match T::as_f32_mut(g) {
+                Some(g32) => crate::simd::mul_sech2_f32(g32, tb),
+                None => {
+                    for (gj, &tj) in g.iter_mut().zip(tb.iter()) {
+                        *gj = T::from_f64(gj.to_f64() * ((1.0 - tj) * (1.0 + tj)));
+                    }
+                }
+            }
+            res
+        }
+        (Some(g), Some(h)) => {
+            let res = cce_row_finish(
+                target,
+                spec,
+                Derivs::Both {
+                    grad: &mut *g,
+                    hess: &mut *h,
+                },
+                st,
+                tt,
+            );
+            // d²L/dx² = L''(y) (dy/dx)² + L'(y) d²y/dx², d²y/dx² = −2 t sech²(u) / c.
+            let curve = -2.0 / cap;
+            for ((gj, hj), &tj) in g.iter_mut().zip(h.iter_mut()).zip(tb.iter()) {
+                let s = (1.0 - tj) * (1.0 + tj);
+                let gy = gj.to_f64();
+                let mut hx = hj.to_f64() * s * s;
+                if gy != 0.0 {
+                    hx += gy * curve * tj * s;
+                }
+                *hj = T::from_f64(hx);
+                *gj = T::from_f64(gy * s);
+            }
+            res
+        }
+    }
+}
+
 /// The loss and derivatives of a row from its statistics and target terms; when derivatives
 /// are requested (and the row is not ignored), the buffer that receives the gradient (else
 /// the Hessian) already holds `exp(x_j − m)`. A maximal logit is one whose exponential is 1.
@@ -319,8 +525,13 @@ fn cce_row_finish<T: Real, Y: Element>(
                 hess.fill(T::ZERO);
             }
         }
-        return RowResult { loss: 0.0, lse };
+        return RowResult {
+            loss: 0.0,
+            z: 0.0,
+            lse,
+        };
     }
+    let (z, z_d) = spec.z_terms(lse);
     let loss = if tt.mass != 0.0 {
         tt.gap + tt.mass * log_s
     } else {
@@ -357,12 +568,19 @@ fn cce_row_finish<T: Real, Y: Element>(
             }
             RowTarget::Ignored => 0.0,
         };
-        (spec.per_divisor(g), mass_d * p * omp)
+        let (mut g, mut h) = (spec.per_divisor(g), mass_d * p * omp);
+        if z_d != 0.0 {
+            g += z_d * lse * p;
+            h += z_d * (p * p + lse * p * omp);
+        }
+        (g, h)
     };
     // The gradient from the exponentials stored in `g`; the same arithmetic whether or not
     // the Hessian is requested too, so results never depend on which outputs were asked for.
     let write_grad = |g: &mut [T]| match target {
-        RowTarget::Index(t) if smooth == 0.0 => hard_target_grad(g, t, spec.per_divisor(tt.c), st),
+        RowTarget::Index(t) if smooth == 0.0 => {
+            hard_target_grad(g, t, spec.per_divisor(tt.c), z_d * lse, st)
+        }
         _ => {
             for (j, v) in g.iter_mut().enumerate() {
                 *v = T::from_f64(derivs_at(j, v.to_f64()).0);
@@ -384,12 +602,12 @@ fn cce_row_finish<T: Real, Y: Element>(
             write_grad(grad);
         }
     }
-    RowResult { loss, lse }
+    RowResult { loss, z, lse }
 }
 
 /// The common case of [`cce_row_finish`], kept small so that short rows pay little per row:
 /// a class-index target without label smoothing, loss and optionally the gradient
-/// `c·(p − onehot(t)) / D`, `c = weight[t]`.
+/// `c·(p − onehot(t)) / D + 2 z lse p / D_z`, `c = weight[t]`.
 #[inline(always)]
 fn hard_target_row<T: Real>(
     t: usize,
@@ -400,19 +618,18 @@ fn hard_target_row<T: Real>(
 ) -> RowResult {
     let c = tt.c;
     let loss = if c != 0.0 { tt.gap + c * st.log_s } else { 0.0 };
+    let lse = st.m + st.log_s;
+    let (z, z_d) = spec.z_terms(lse);
     if let Some(g) = grad {
-        hard_target_grad(g, t, spec.per_divisor(c), st);
+        hard_target_grad(g, t, spec.per_divisor(c), z_d * lse, st);
     }
-    RowResult {
-        loss,
-        lse: st.m + st.log_s,
-    }
+    RowResult { loss, z, lse }
 }
 
-/// `c_d·(p − onehot(t))` from the exponentials stored in `g`: every entry but the target's
-/// is a rescaled exponential.
+/// `c_d·(p − onehot(t)) + a·p` from the exponentials stored in `g`: every entry but the
+/// target's is a rescaled exponential.
 #[inline(always)]
-fn hard_target_grad<T: Real>(g: &mut [T], t: usize, c_d: f64, st: RowStats) {
+fn hard_target_grad<T: Real>(g: &mut [T], t: usize, c_d: f64, a: f64, st: RowStats) {
     let inv_s = 1.0 / st.es.total;
     let e_t = g[t].to_f64();
     let one_minus_p = if e_t == 1.0 {
@@ -420,8 +637,12 @@ fn hard_target_grad<T: Real>(g: &mut [T], t: usize, c_d: f64, st: RowStats) {
     } else {
         1.0 - e_t * inv_s
     };
-    T::scale(g, c_d * inv_s);
-    g[t] = T::from_f64(-c_d * one_minus_p);
+    T::scale(g, (c_d + a) * inv_s);
+    g[t] = T::from_f64(if a == 0.0 {
+        -c_d * one_minus_p
+    } else {
+        -c_d * one_minus_p + a * e_t * inv_s
+    });
 }
 
 /// Output buffers of a batch; each is `N × K` (grad, hess) or `N` (losses, lse) long.
@@ -488,13 +709,13 @@ struct Chunk<'a, C, O> {
     lse: Option<&'a mut [O]>,
 }
 
-/// The rows of a chunk computed in `C`, with row results written as `O`; returns the sum
-/// of the row losses.
+/// The rows of a chunk computed in `C`, with row results written as `O`; returns the sums
+/// of the row losses' terms.
 fn cce_chunk<C: Real, Y: Element, O: Element>(
     ch: Chunk<'_, C, O>,
     targets: &Targets<'_, Y>,
     spec: &CceSpec<'_>,
-) -> Result<f64, Error> {
+) -> Result<CceSums, Error> {
     let k = spec.k;
     let Chunk {
         row0,
@@ -508,6 +729,9 @@ fn cce_chunk<C: Real, Y: Element, O: Element>(
     let rows = len / k;
     // Small rows are processed several at a time, one row per SIMD lane, where the element
     // type has such a kernel (float32); other rows one at a time.
+    if let Some(cap) = spec.softcap {
+        return capped_chunk(row0, x, grad, hess, losses, lse, targets, spec, cap);
+    }
     let block = C::block_rows(k);
     let copy_rows = x.is_none() && k <= IN_PLACE_COPY_MAX;
     let mut scratch: Vec<C> = if copy_rows {
@@ -516,7 +740,7 @@ fn cce_chunk<C: Real, Y: Element, O: Element>(
         Vec::new()
     };
     let mut stats = vec![RowStats::default(); block];
-    let mut sum = 0.0;
+    let mut sum = CceSums::default();
     let mut r = 0;
     while r < rows {
         let span_rows = if block > 0 && r + block <= rows {
@@ -572,15 +796,78 @@ fn cce_chunk<C: Real, Y: Element, O: Element>(
                     }
                 }
             };
-            sum += res.loss;
-            if let Some(l) = losses.as_deref_mut() {
-                l[rr] = O::from_f64(res.loss);
-            }
-            if let Some(s) = lse.as_deref_mut() {
-                s[rr] = O::from_f64(res.lse);
-            }
+            record(&mut sum, res, rr, losses.as_deref_mut(), lse.as_deref_mut());
         }
         r += span_rows;
+    }
+    Ok(sum)
+}
+
+/// Adds row `r`'s result to the sums and writes its loss and logsumexp where asked.
+#[inline(always)]
+fn record<O: Element>(
+    sum: &mut CceSums,
+    res: RowResult,
+    r: usize,
+    losses: Option<&mut [O]>,
+    lse: Option<&mut [O]>,
+) {
+    sum.loss += res.loss;
+    sum.z += res.z;
+    if let Some(l) = losses {
+        l[r] = O::from_f64(res.loss + res.z);
+    }
+    if let Some(s) = lse {
+        s[r] = O::from_f64(res.lse);
+    }
+}
+
+/// [`cce_chunk`] with a soft cap: one row at a time through [`capped_row`].
+#[allow(clippy::too_many_arguments)]
+fn capped_chunk<C: Real, Y: Element, O: Element>(
+    row0: usize,
+    x: Option<&[C]>,
+    mut grad: Option<&mut [C]>,
+    mut hess: Option<&mut [C]>,
+    mut losses: Option<&mut [O]>,
+    mut lse: Option<&mut [O]>,
+    targets: &Targets<'_, Y>,
+    spec: &CceSpec<'_>,
+    cap: f64,
+) -> Result<CceSums, Error> {
+    let k = spec.k;
+    let len = x.map_or_else(|| grad.as_deref().map_or(0, |g| g.len()), |x| x.len());
+    let hess_only = grad.is_none() && hess.is_some();
+    let mut sc = CapScratch {
+        t: try_vec(k, 0.0)?,
+        y: try_vec(k, C::ZERO)?,
+        g: if hess_only {
+            try_vec(k, C::ZERO)?
+        } else {
+            Vec::new()
+        },
+        e: if C::as_f32(&[]).is_some() {
+            try_vec(k, C::ZERO)?
+        } else {
+            Vec::new()
+        },
+    };
+    let mut sum = CceSums::default();
+    for r in 0..len / k {
+        let row = r * k..(r + 1) * k;
+        let target = targets.row(row0 + r, k);
+        let derivs = match (grad.as_deref_mut(), hess.as_deref_mut()) {
+            (None, None) => Derivs::None,
+            (Some(g), None) => Derivs::Grad(&mut g[row.clone()]),
+            (None, Some(h)) => Derivs::Hess(&mut h[row.clone()]),
+            (Some(g), Some(h)) => Derivs::Both {
+                grad: &mut g[row.clone()],
+                hess: &mut h[row.clone()],
+            },
+        };
+        let xr = x.map(|x| &x[row]);
+        let res = capped_row(xr, target, spec, cap, derivs, &mut sc);
+        record(&mut sum, res, r, losses.as_deref_mut(), lse.as_deref_mut());
     }
     Ok(sum)
 }
@@ -591,7 +878,7 @@ fn cce_chunk_widened<T: Real, Y: Element>(
     ch: Chunk<'_, T, T>,
     targets: &Targets<'_, Y>,
     spec: &CceSpec<'_>,
-) -> Result<f64, Error> {
+) -> Result<CceSums, Error> {
     let Chunk {
         row0,
         x,
@@ -623,8 +910,9 @@ fn cce_chunk_widened<T: Real, Y: Element>(
     Ok(sum)
 }
 
-/// Runs a whole batch of rows of `spec.k` logits and returns the sum of the row losses (in
-/// f64, summed in a fixed order, so it is the same for any thread count). Inconsistent
+/// Runs a whole batch of rows of `spec.k` logits and returns the sums of the row losses'
+/// cross-entropy and z-loss terms (in f64, summed in a fixed order, so they are the same for
+/// any thread count). Inconsistent
 /// inputs are an [`Error`], checked before anything is written; so is scratch memory that
 /// cannot be had, and a cancelled call (outputs are then unspecified).
 pub fn cce_batch<T: Real, Y: Element>(
@@ -632,7 +920,7 @@ pub fn cce_batch<T: Real, Y: Element>(
     targets: Targets<'_, Y>,
     spec: &CceSpec<'_>,
     out: CceOutputs<'_, T>,
-) -> Result<f64, Error> {
+) -> Result<CceSums, Error> {
     let n = check_batch(&logits, &targets, spec, &out)?;
     let k = spec.k;
     let rpc = rows_per_chunk(k);
@@ -667,9 +955,13 @@ pub fn cce_batch<T: Real, Y: Element>(
             cce_chunk_widened(ch, &targets, spec)
         }
     })?;
-    Ok(ordered_sum(
-        &partials.into_iter().collect::<Result<Vec<_>, _>>()?,
-    ))
+    let partials = partials.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let loss: Vec<f64> = partials.iter().map(|p| p.loss).collect();
+    let z: Vec<f64> = partials.iter().map(|p| p.z).collect();
+    Ok(CceSums {
+        loss: ordered_sum(&loss),
+        z: ordered_sum(&z),
+    })
 }
 
 #[cfg(test)]
@@ -685,6 +977,9 @@ mod tests {
             label_smoothing: 0.0,
             divisor: 1.0,
             want_lse: true,
+            z_loss: 0.0,
+            z_divisor: 1.0,
+            softcap: None,
         }
     }
 
@@ -797,10 +1092,105 @@ mod tests {
         let (s1, g1) = run(1);
         let (s2, g2) = run(2);
         let (s3, g3) = run(3);
-        assert_eq!(s1.to_bits(), s2.to_bits());
-        assert_eq!(s1.to_bits(), s3.to_bits());
+        assert_eq!(s1, s2);
+        assert_eq!(s1, s3);
         assert_eq!(g1, g2);
         assert_eq!(g1, g3);
+    }
+
+    /// The row loss (CE + z-loss) of `c·tanh(x/c)` written out in f64.
+    fn naive_capped(x: &[f64], t: usize, z: f64, cap: f64) -> f64 {
+        let y: Vec<f64> = x.iter().map(|v| cap * (v / cap).tanh()).collect();
+        let m = y.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + y.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        lse - y[t] + z * lse * lse
+    }
+
+    #[test]
+    fn z_loss_and_softcap_derivatives_match_finite_differences() {
+        let k = 6;
+        let x: Vec<f64> = (0..k).map(|j| ((j * 7 % 5) as f64) * 1.3 - 2.5).collect();
+        let (t, z, cap) = (2, 0.3, 2.0);
+        let spec = CceSpec {
+            z_loss: z,
+            softcap: Some(cap),
+            ..spec(k)
+        };
+        let mut g = vec![0.0; k];
+        let mut h = vec![0.0; k];
+        let batch = cce_batch(
+            Logits::Separate(&x),
+            Idx::Index {
+                labels: &[t as i64],
+                ignore_index: -100,
+            },
+            &spec,
+            CceOutputs {
+                losses: None,
+                lse: None,
+                grad: Some(&mut g),
+                hess: Some(&mut h),
+            },
+        )
+        .unwrap();
+        let want = naive_capped(&x, t, z, cap);
+        assert!((batch.loss + batch.z - want).abs() < 1e-13 * want.abs());
+        let d = 1e-4;
+        for j in 0..k {
+            let at = |dx: f64| {
+                let mut v = x.clone();
+                v[j] += dx;
+                naive_capped(&v, t, z, cap)
+            };
+            let fd = (at(d) - at(-d)) / (2.0 * d);
+            let fd2 = (at(d) - 2.0 * at(0.0) + at(-d)) / (d * d);
+            assert!((g[j] - fd).abs() < 1e-8, "grad {j}: {} vs {fd}", g[j]);
+            assert!((h[j] - fd2).abs() < 1e-5, "hess {j}: {} vs {fd2}", h[j]);
+        }
+    }
+
+    #[test]
+    fn softcap_in_place_equals_separate_and_is_thread_independent() {
+        let (n, k) = (2500, 53);
+        let x: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 1000) as f32) * 0.05 - 25.0)
+            .collect();
+        let labels: Vec<i64> = (0..n).map(|i| (i * 31 % k) as i64).collect();
+        let spec = CceSpec {
+            z_loss: 1e-3,
+            softcap: Some(7.0),
+            ..spec(k)
+        };
+        let idx = Idx::Index {
+            labels: &labels,
+            ignore_index: -100,
+        };
+        let run = |threads: usize, in_place: bool| {
+            crate::parallel::set_num_threads(threads);
+            let mut g = if in_place {
+                x.clone()
+            } else {
+                vec![0.0f32; n * k]
+            };
+            let logits = if in_place {
+                Logits::InGrad
+            } else {
+                Logits::Separate(&x)
+            };
+            let out = CceOutputs {
+                losses: None,
+                lse: None,
+                grad: Some(&mut g),
+                hess: None,
+            };
+            (cce_batch(logits, idx, &spec, out).unwrap(), g)
+        };
+        let (s1, g1) = run(1, false);
+        for (threads, in_place) in [(2, false), (3, false), (1, true), (2, true)] {
+            let (s, g) = run(threads, in_place);
+            assert_eq!(s, s1);
+            assert_eq!(g, g1);
+        }
     }
 
     #[test]

@@ -502,11 +502,11 @@ def test_public_api_is_annotated_and_documented():
 def test_signatures_are_the_contracts():
     sig = {n: list(inspect.signature(getattr(xt, n)).parameters) for n in xt.__all__}
     assert sig["cross_entropy"] == ["input", "target", "weight", "ignore_index", "reduction",
-                                    "label_smoothing"]
+                                    "label_smoothing", "z_loss", "softcap"]
     assert sig["binary_cross_entropy_with_logits"] == ["input", "target", "weight",
                                                        "reduction", "pos_weight"]
     assert sig["CrossEntropyLoss"] == ["weight", "ignore_index", "reduction",
-                                       "label_smoothing"]
+                                       "label_smoothing", "z_loss", "softcap"]
     assert sig["BCEWithLogitsLoss"] == ["weight", "reduction", "pos_weight"]
 
 

@@ -79,7 +79,7 @@ def __dir__():
 
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
                   reduction="mean", return_grad=False, return_hess=False, return_lse=False,
-                  out=None):
+                  out=None, z_loss=0.0, softcap=None):
     r"""Categorical cross-entropy from unnormalised logits (class axis last).
 
     Same semantics as ``torch.nn.functional.cross_entropy`` with the class axis moved from
@@ -89,6 +89,26 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     :math:`y`: :math:`q_j = w_j ((1-\varepsilon) y_j + \varepsilon/K)`), the loss is
     :math:`-\sum_j q_j \log p_j`, the gradient :math:`Q p - q` and the Hessian diagonal
     :math:`Q p (1-p)`, with :math:`Q = \sum_j q_j`.
+
+    Two optional terms for large-vocabulary training. ``softcap`` :math:`c` first replaces
+    the logits by :math:`c \tanh(x/c)` (logit soft-capping, Gemma Team 2024, "Gemma 2:
+    Improving Open Language Models at a Practical Size", arXiv:2408.00118); everything
+    above, ``z_loss`` and ``return_lse`` included, is then of the capped logits, while the
+    gradient and Hessian are with respect to the raw logits (chain rule, with
+    :math:`\partial y/\partial x = \mathrm{sech}^2(x/c)` computed as
+    :math:`4e/(1+e)^2`, :math:`e = e^{-2|x|/c}`, so nothing overflows). A ``-inf`` logit
+    stays ``-inf``: a masked class stays masked (zero probability and gradient) instead of
+    becoming :math:`-c`. ``z_loss`` :math:`z` adds :math:`z\,\mathrm{lse}(x)^2` to every
+    non-ignored row's loss (the auxiliary z-loss of Chowdhery et al. 2022, "PaLM: Scaling
+    Language Modeling with Pathways", arXiv:2204.02311, §5), with gradient
+    :math:`2 z\,\mathrm{lse}\,p` and Hessian diagonal
+    :math:`2 z (p^2 + \mathrm{lse}\,p (1-p))`. It is not multiplied by class weights,
+    and ``"mean"`` divides it by the number of non-ignored rows (all rows for probability
+    targets), not by the total weight: the semantics of Liger-Kernel's
+    ``LigerCrossEntropyLoss(lse_square_scale=z)`` (``ops/cross_entropy.py``: the per-row
+    ``z_loss = lse_square_scale * lse * lse`` is added to the row loss, divided by
+    ``n_non_ignore`` for the mean while the weighted CE term is divided by
+    ``sum_non_ignore_weight``; label smoothing does not touch it).
 
     Parameters
     ----------
@@ -117,6 +137,10 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     out : ndarray, optional
         Receives the gradient (needs ``return_grad=True``): shape and dtype of ``logits``,
         C-contiguous, writeable. ``out=logits`` overwrites the logits in place.
+    z_loss : float >= 0, default 0
+        The z-loss coefficient (PaLM uses 1e-4); per-row losses (``"none"``) include it.
+    softcap : float > 0, optional
+        The soft cap :math:`c` (Gemma 2 uses 30 for its final logits); ``None`` for none.
 
     Returns
     -------
@@ -132,7 +156,10 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     1e-7 relative of the exact value, including confident rows whose loss is tiny (the
     logarithm is taken as ``log1p`` of the non-maximal terms). Terms whose target mass is
     exactly zero are skipped, so a masked class costs nothing unless targeted; a row of all
-    ``-inf`` or with a NaN gives NaN.
+    ``-inf`` or with a NaN gives NaN. ``z_loss`` costs next to nothing (a few operations per
+    row). ``softcap`` keeps the same accuracy: :math:`\tanh` is evaluated in float64 and the
+    capped row is shifted by its maximum in float64 before it is rounded to the working
+    precision, which costs about 3 to 4 times the plain pass on float32 rows (AVX2).
 
     Examples
     --------
@@ -149,6 +176,8 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     return_hess = _v.flag(return_hess, "return_hess")
     return_lse = _v.flag(return_lse, "return_lse")
     eps = _v.label_smoothing(label_smoothing)
+    z = _v.z_loss(z_loss)
+    cap = _v.softcap(softcap)
     ignore_index = _v.integer(ignore_index, "ignore_index")
     if not -(2**63) <= ignore_index < 2**63:
         raise ValueError("ignore_index: must fit in a signed 64-bit integer")
@@ -165,8 +194,10 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     if kind == "index":
         divisor = _core.cce_check_labels(tgt, k, ignore_index, w)
         labels, probs = tgt, None
+        # The z-loss's mean divides by the number of non-ignored rows (Liger's n_non_ignore).
+        kept = divisor if w is None or z == 0.0 else np.count_nonzero(tgt != ignore_index)
     else:
-        divisor = n
+        divisor = kept = n
         labels, probs = None, tgt.reshape(-1)
 
     batch_shape = x.shape[:-1]
@@ -178,6 +209,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
         grad if in_place else x, k, labels, probs, w, ignore_index, eps,
         divisor if reduction == "mean" else 1.0, return_lse,
         losses, lse, grad, hess, in_place,
+        z, float(kept) if reduction == "mean" else 1.0, cap,
     )
     loss = losses if reduction == "none" else _reduced(total, divisor, reduction, x.dtype)
     return _pack(loss, grad, hess, lse)

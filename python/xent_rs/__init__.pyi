@@ -32,6 +32,8 @@ class CrossEntropyOptions(TypedDict, total=False):
     ignore_index: int
     label_smoothing: float
     out: Optional[FloatArray]
+    z_loss: float
+    softcap: Optional[float]
 
 class BCEOptions(TypedDict, total=False):
     weight: Optional[npt.ArrayLike]

@@ -25,10 +25,12 @@ def cce_forward_backward(
     weight: Optional[WeightArray], ignore_index: int, label_smoothing: float, divisor: float,
     want_lse: bool, losses: Optional[FloatArray] = None, lse: Optional[FloatArray] = None,
     grad: Optional[FloatArray] = None, hess: Optional[FloatArray] = None,
-    in_place: bool = False,
+    in_place: bool = False, z_loss: float = 0.0, z_divisor: float = 1.0,
+    softcap: Optional[float] = None,
 ) -> float:
     """Fused cross-entropy pass; fills the given outputs (gradient and Hessian divided by
-    ``divisor``: the mean's, 1 for the other reductions), returns the loss sum."""
+    ``divisor``: the mean's, 1 for the other reductions; the z-loss's parts by
+    ``z_divisor``), returns the loss sum (z-loss terms scaled by ``divisor / z_divisor``)."""
 def bce_forward_backward(
     logits: FloatArray, target: FloatArray, last: int, weight: Optional[WeightArray],
     weight_full: bool, pos_weight: Optional[WeightArray], pos_weight_full: bool,

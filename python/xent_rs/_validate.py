@@ -101,6 +101,24 @@ def label_smoothing(value):
     return eps
 
 
+def z_loss(value):
+    """The z-loss coefficient: a finite real number >= 0."""
+    z = real(value, "z_loss")
+    if not (math.isfinite(z) and z >= 0.0):
+        raise ValueError(f"z_loss: must be a finite number >= 0, got {value!r}")
+    return z
+
+
+def softcap(value):
+    """The logit soft cap: ``None``, or a finite real number > 0."""
+    if value is None:
+        return None
+    c = real(value, "softcap")
+    if not (math.isfinite(c) and c > 0.0):
+        raise ValueError(f"softcap: must be a finite number > 0 or None, got {value!r}")
+    return c
+
+
 def integer(value, name):
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: must be an integer, got bool")

@@ -450,7 +450,8 @@ def _spec(loss, options, loss_shape, **arrays):
 
 def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
                   ignore_index: int = -100, label_smoothing: float = 0.0,
-                  reduction: str = "mean") -> jax.Array:
+                  reduction: str = "mean", z_loss: float = 0.0,
+                  softcap: float | None = None) -> jax.Array:
     r"""Categorical cross-entropy from unnormalised logits, for JAX (class axis last).
 
     The loss of :func:`xent_rs.cross_entropy` (``torch.nn.functional.cross_entropy``
@@ -472,6 +473,11 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | N
         Finite, non-negative per-class weights. Not differentiable.
     ignore_index, label_smoothing, reduction
         As for :func:`xent_rs.cross_entropy` (a mean over no non-ignored row is NaN).
+    z_loss, softcap
+        As for :func:`xent_rs.cross_entropy`: ``z_loss · logsumexp²`` added per non-ignored
+        row (PaLM; Liger's ``lse_square_scale``), and logits replaced by
+        ``softcap · tanh(x / softcap)`` first (Gemma 2; ``-inf`` stays ``-inf``); static
+        Python numbers (one compiled callback per value).
 
     Returns
     -------
@@ -515,6 +521,9 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | N
     options = {"ignore_index": _v.integer(ignore_index, "ignore_index"),
                "label_smoothing": _v.label_smoothing(label_smoothing),
                "reduction": reduction}
+    z, cap = _v.z_loss(z_loss), _v.softcap(softcap)
+    if z != 0.0 or cap is not None:
+        options.update(z_loss=z, softcap=cap)
     t = _cce_target(target, x)
     w = _factor(weight, "weight")
     if w is not None and w.shape != (x.shape[-1],):

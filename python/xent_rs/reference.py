@@ -91,9 +91,16 @@ def _pack(loss, grad, hess, lse, return_grad, return_hess, return_lse):
 
 
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
-                  reduction="mean", return_grad=False, return_hess=False, return_lse=False):
+                  reduction="mean", return_grad=False, return_hess=False, return_lse=False,
+                  z_loss=0.0, softcap=None):
     """Categorical cross-entropy with ``torch.nn.functional.cross_entropy`` semantics,
     class axis last.
+
+    ``softcap`` ``c`` first maps the logits to ``y = c·tanh(x/c)`` (``-inf`` stays ``-inf``);
+    ``z_loss`` ``z`` adds ``z·lse(y)²`` to every non-ignored row (a ``"mean"`` divides this
+    term by the number of non-ignored rows). Derivatives are with respect to the raw ``x``:
+    ``dL/dx = L'(y)·y'`` and ``d²L/dx² = L''(y)·y'² + L'(y)·y''`` with ``y' = sech²(x/c)``,
+    ``y'' = −2·tanh(x/c)·sech²(x/c)/c``.
 
     For each row the weighted target distribution is
 
@@ -107,6 +114,14 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     x = np.asarray(logits, dtype=np.float64)
     k = x.shape[-1]
     xf = x.reshape(-1, k)
+    if softcap is not None:
+        c = float(softcap)
+        raw = xf
+        with np.errstate(over="ignore"):
+            sech2 = 1.0 / np.cosh(raw / c) ** 2     # cosh overflows to inf: sech² = 0
+        d_cap = sech2                                # dy/dx
+        d2_cap = -2.0 * np.tanh(raw / c) * sech2 / c  # d²y/dx²
+        xf = np.where(raw == -np.inf, -np.inf, c * np.tanh(raw / c))
     n = xf.shape[0]
     w = np.ones(k) if weight is None else np.asarray(weight, dtype=np.float64)
     eps = float(label_smoothing)
@@ -167,8 +182,26 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
         with np.errstate(divide="ignore", invalid="ignore"):
             grad = np.where(kept[:, None], grad / np.float64(divisor), 0.0)
             hess = np.where(kept[:, None], hess / np.float64(divisor), 0.0)
+    lse_rows = (m + np.log1p(rest))[:, 0]
+    if z_loss != 0.0:
+        z = float(z_loss)
+        n_kept = np.count_nonzero(kept)
+        z_rows = np.where(kept, z * lse_rows**2, 0.0)
+        z_scale = 1.0 / n_kept if reduction == "mean" and n_kept else 1.0
+        lse_col = lse_rows[:, None]
+        with np.errstate(invalid="ignore"):
+            z_grad = 2.0 * z * lse_col * p * z_scale
+            z_hess = 2.0 * z * (p * p + lse_col * p * one_minus_p) * z_scale
+        grad = grad + np.where(kept[:, None], z_grad, 0.0)
+        hess = hess + np.where(kept[:, None], z_hess, 0.0)
+    if softcap is not None:
+        with np.errstate(invalid="ignore"):
+            hess = np.where(kept[:, None], hess * d_cap**2 + grad * d2_cap, 0.0)
+            grad = np.where(kept[:, None], grad * d_cap, 0.0)
     loss = _reduce(row_loss.reshape(x.shape[:-1]), reduction, divisor)
-    lse = (m + np.log1p(rest))[:, 0].reshape(x.shape[:-1])
+    if z_loss != 0.0:
+        loss = loss + _reduce(z_rows.reshape(x.shape[:-1]), reduction, n_kept)
+    lse = lse_rows.reshape(x.shape[:-1])
     return _pack(loss, grad.reshape(x.shape), hess.reshape(x.shape), lse,
                  return_grad, return_hess, return_lse)
 

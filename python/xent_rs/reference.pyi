@@ -25,18 +25,21 @@ def cross_entropy(
     logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
     ignore_index: int = ..., label_smoothing: float = ..., reduction: Reduced = ...,
     return_grad: No = ..., return_hess: No = ..., return_lse: No = ...,
+    z_loss: float = ..., softcap: Optional[float] = ...,
 ) -> np.float64: ...
 @overload
 def cross_entropy(
     logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
     ignore_index: int = ..., label_smoothing: float = ..., reduction: Unreduced,
     return_grad: No = ..., return_hess: No = ..., return_lse: No = ...,
+    z_loss: float = ..., softcap: Optional[float] = ...,
 ) -> Array64: ...
 @overload
 def cross_entropy(
     logits: npt.ArrayLike, target: npt.ArrayLike, *, weight: Optional[npt.ArrayLike] = ...,
     ignore_index: int = ..., label_smoothing: float = ..., reduction: Reduction = ...,
     return_grad: bool = ..., return_hess: bool = ..., return_lse: bool = ...,
+    z_loss: float = ..., softcap: Optional[float] = ...,
 ) -> Any: ...
 @overload
 def binary_cross_entropy_with_logits(

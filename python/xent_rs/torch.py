@@ -28,6 +28,7 @@ Needs PyTorch (``pip install xent_rs[torch]``); ``import xent_rs`` alone never i
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import numpy as np
@@ -114,20 +115,23 @@ def _fake_outputs(input: Tensor, loss_shape: tuple, need_grad: bool) -> tuple[Te
 @torch.library.custom_op("xent_rs::cross_entropy", mutates_args=(), device_types="cpu")
 def _cross_entropy_op(input: Tensor, target: Tensor, weight: Optional[Tensor],
                       ignore_index: int, reduction: str, label_smoothing: float,
-                      need_grad: bool) -> tuple[Tensor, Tensor]:
+                      need_grad: bool, z_loss: float = 0.0,
+                      softcap: Optional[float] = None) -> tuple[Tensor, Tensor]:
     """Softmax cross-entropy, class axis last; ``(loss, grad of loss)`` (grad empty unless
     ``need_grad``). ``target``: class indices of shape ``input.shape[:-1]`` or probabilities
     of ``input.shape``."""
     res = _xr.cross_entropy(_numpy(input), _numpy(target), weight=_factor(weight),
                             ignore_index=ignore_index, label_smoothing=label_smoothing,
-                            reduction=reduction, return_grad=need_grad)
+                            reduction=reduction, return_grad=need_grad, z_loss=z_loss,
+                            softcap=softcap)
     return _outputs(res, reduction, input, need_grad)
 
 
 @_cross_entropy_op.register_fake
 def _cross_entropy_fake(input: Tensor, target: Tensor, weight: Optional[Tensor],
                         ignore_index: int, reduction: str, label_smoothing: float,
-                        need_grad: bool) -> tuple[Tensor, Tensor]:
+                        need_grad: bool, z_loss: float = 0.0,
+                        softcap: Optional[float] = None) -> tuple[Tensor, Tensor]:
     return _fake_outputs(input, input.shape[:-1] if reduction == "none" else (), need_grad)
 
 
@@ -202,7 +206,7 @@ def _chain(ctx: Any, grad_output: Optional[Tensor], row_axis: bool) -> Optional[
 
 @torch.autograd.function.once_differentiable
 def _cross_entropy_backward(ctx: Any, grad_loss: Tensor, _grad: Tensor) -> tuple:
-    return (_chain(ctx, grad_loss, True),) + (None,) * 6
+    return (_chain(ctx, grad_loss, True),) + (None,) * 8
 
 
 @torch.autograd.function.once_differentiable
@@ -246,9 +250,35 @@ def _needs_grad(input: Tensor) -> bool:
     return torch.is_grad_enabled() and input.requires_grad
 
 
+def _composed_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor],
+                            ignore_index: int, reduction: str, label_smoothing: float,
+                            z_loss: float, softcap: Optional[float]) -> Tensor:
+    """The z-loss and soft cap written in torch (for calls the kernels do not take):
+    ``F.cross_entropy(c·tanh(x/c), y) + z·lse²`` over the non-ignored rows, class axis 1."""
+    x = input
+    if softcap is not None:
+        x = torch.where(x == -math.inf, x, softcap * torch.tanh(x / softcap))
+    loss = F.cross_entropy(x, target, weight, ignore_index=ignore_index,
+                           reduction=reduction, label_smoothing=label_smoothing)
+    if z_loss == 0.0:
+        return loss
+    lse = torch.logsumexp(x, dim=1 if x.dim() > 1 else 0)
+    if target.shape == input.shape:
+        kept = torch.ones_like(lse, dtype=torch.bool)
+    else:
+        kept = target != ignore_index
+    z = torch.where(kept, z_loss * lse * lse, torch.zeros_like(lse))
+    if reduction == "none":
+        return loss + z
+    if reduction == "sum":
+        return loss + z.sum()
+    return loss + z.sum() / kept.sum()
+
+
 def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
                   ignore_index: int = -100, reduction: str = "mean",
-                  label_smoothing: float = 0.0) -> Tensor:
+                  label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: Optional[float] = None) -> Tensor:
     r"""Cross-entropy between logits and class targets, as ``torch.nn.functional.cross_entropy``.
 
     For a row with logits :math:`x`, :math:`p = \mathrm{softmax}(x)` and weighted target
@@ -277,6 +307,13 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
         the index target.
     label_smoothing : float in [0, 1], default 0
         Mixes the target with the uniform distribution, as PyTorch does.
+    z_loss : float >= 0, default 0
+        Adds ``z_loss · logsumexp(x)²`` per non-ignored row (PaLM's z-loss, Liger's
+        ``lse_square_scale``; a mean divides it by the number of non-ignored rows), as in
+        :func:`xent_rs.cross_entropy`.
+    softcap : float > 0, optional
+        Replaces the logits by ``softcap · tanh(x / softcap)`` first (Gemma 2); ``-inf``
+        stays ``-inf``. Gradients are with respect to the raw logits.
 
     Returns
     -------
@@ -301,7 +338,12 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     first made class-axis-last, ``input.movedim(1, -1).contiguous()``, which copies it.
     Gradients with respect to a probability target or the weights are not computed by the
     kernels: when one of those requires grad the call goes to ``torch.nn.functional``. The
-    gradient is once differentiable (a second derivative raises).
+    gradient is once differentiable (a second derivative raises). ``z_loss`` and
+    ``softcap`` have no ``torch.nn.functional`` equivalent: a call that goes to PyTorch with
+    either gets the same loss composed in torch,
+    ``F.cross_entropy(softcap·tanh(x/softcap), ...) + z_loss·lse²`` over the non-ignored rows
+    (``-inf`` kept as ``-inf``; PyTorch's own probability-target loss is NaN at a masked
+    class, as for the plain loss).
 
     Examples
     --------
@@ -320,7 +362,12 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     reduction = _v.reduction(reduction)
     label_smoothing = _v.label_smoothing(label_smoothing)
     ignore_index = _v.integer(ignore_index, "ignore_index")
+    z_loss = _v.z_loss(z_loss)
+    softcap = _v.softcap(softcap)
     if not _on_kernels(input, (target, weight)):
+        if z_loss != 0.0 or softcap is not None:
+            return _composed_cross_entropy(input, target, weight, ignore_index, reduction,
+                                           label_smoothing, z_loss, softcap)
         return F.cross_entropy(input, target, weight, ignore_index=ignore_index,
                                reduction=reduction, label_smoothing=label_smoothing)
     if input.dim() == 0:
@@ -336,7 +383,8 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
             target = target.movedim(1, -1)
         input = input.movedim(1, -1).contiguous()
     loss, _ = torch.ops.xent_rs.cross_entropy(input, target, weight, ignore_index, reduction,
-                                              label_smoothing, _needs_grad(input))
+                                              label_smoothing, _needs_grad(input), z_loss,
+                                              softcap)
     return loss
 
 
@@ -428,6 +476,10 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
         As for :func:`cross_entropy`; checked here, not at the first call.
     label_smoothing : float in [0, 1], default 0
         As for :func:`cross_entropy`.
+    z_loss : float >= 0, default 0
+        As for :func:`cross_entropy` (attribute ``z_loss``).
+    softcap : float > 0, optional
+        As for :func:`cross_entropy` (attribute ``softcap``).
 
     Examples
     --------
@@ -440,11 +492,14 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     """
 
     def __init__(self, weight: Optional[Tensor] = None, ignore_index: int = -100,
-                 reduction: str = "mean", label_smoothing: float = 0.0) -> None:
+                 reduction: str = "mean", label_smoothing: float = 0.0,
+                 z_loss: float = 0.0, softcap: Optional[float] = None) -> None:
         _tensor_arg(weight, "weight", optional=True)
         super().__init__(weight=weight, ignore_index=_v.integer(ignore_index, "ignore_index"),
                          reduction=_v.reduction(reduction),
                          label_smoothing=_v.label_smoothing(label_smoothing))
+        self.z_loss = _v.z_loss(z_loss)
+        self.softcap = _v.softcap(softcap)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """The loss of ``input`` against ``target`` (see :func:`cross_entropy`).
@@ -462,7 +517,7 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
             The loss, reduced as ``self.reduction`` says.
         """
         return cross_entropy(input, target, self.weight, self.ignore_index, self.reduction,
-                             self.label_smoothing)
+                             self.label_smoothing, self.z_loss, self.softcap)
 
 
 class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):

@@ -53,7 +53,7 @@ fn cce_typed<T: Real + NpElement, Y: Real + NpElement>(
     spec: CceSpec<'_>,
     outs: [Option<&Bound<'_, PyAny>>; 4],
     in_place: bool,
-) -> PyResult<f64> {
+) -> PyResult<cce::CceSums> {
     let [losses, lse, grad, hess] = outs;
     let x = input((!in_place).then_some(logits), "logits")?;
     let t = input(labels.as_ref(), "target")?;
@@ -85,10 +85,13 @@ fn cce_typed<T: Real + NpElement, Y: Real + NpElement>(
 }
 
 /// Fused categorical cross-entropy over `(N, K)` logits; returns the sum of row losses.
-/// Gradient and Hessian are divided by `divisor` (the mean's; 1 for the other reductions).
+/// Gradient and Hessian are divided by `divisor` (the mean's; 1 for the other reductions),
+/// the z-loss's by `z_divisor`; the z-loss terms enter the returned sum multiplied by
+/// `divisor / z_divisor`, so that dividing it by `divisor` gives the mean.
 #[pyfunction]
 #[pyo3(signature = (logits, k, labels, probs, weight, ignore_index, label_smoothing, divisor,
-                    want_lse, losses=None, lse=None, grad=None, hess=None, in_place=false))]
+                    want_lse, losses=None, lse=None, grad=None, hess=None, in_place=false,
+                    z_loss=0.0, z_divisor=1.0, softcap=None))]
 #[allow(clippy::too_many_arguments)]
 fn cce_forward_backward(
     py: Python<'_>,
@@ -106,17 +109,33 @@ fn cce_forward_backward(
     grad: Option<Bound<'_, PyAny>>,
     hess: Option<Bound<'_, PyAny>>,
     in_place: bool,
+    z_loss: f64,
+    z_divisor: f64,
+    softcap: Option<f64>,
 ) -> PyResult<f64> {
+    if !(z_loss.is_finite() && z_loss >= 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "z_loss: must be a finite number >= 0, got {z_loss}"
+        )));
+    }
+    if let Some(c) = softcap.filter(|c| !(c.is_finite() && *c > 0.0)) {
+        return Err(PyValueError::new_err(format!(
+            "softcap: must be a finite number > 0 (or None), got {c}"
+        )));
+    }
     let spec = CceSpec {
         k,
         weight: None,
         label_smoothing,
         divisor,
         want_lse,
+        z_loss,
+        z_divisor,
+        softcap,
     };
     let outs = [losses.as_ref(), lse.as_ref(), grad.as_ref(), hess.as_ref()];
     let (w, i) = (weight, ignore_index);
-    match probs {
+    let sums = match probs {
         None => {
             each_float!(logits, a => cce_typed::<_, f64>(py, &a, labels, None, w, i, spec, outs, in_place))
         }
@@ -126,7 +145,12 @@ fn cce_forward_backward(
         Some(Probs::F64(p)) => {
             each_float!(logits, a => cce_typed(py, &a, labels, Some(&p), w, i, spec, outs, in_place))
         }
-    }
+    }?;
+    Ok(if sums.z == 0.0 {
+        sums.loss
+    } else {
+        sums.loss + sums.z * (divisor / z_divisor)
+    })
 }
 
 /// A broadcast factor: absent, one value, one per last-axis position, or one per element.

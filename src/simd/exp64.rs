@@ -44,10 +44,229 @@ pub fn exp_f64_in_place(v: &mut [f64]) {
     v.iter_mut().for_each(|e| *e = e.exp());
 }
 
+/// `out[j] = tanh(x[j]·scale)` in f64, as `±(1 − e)/(1 + e)` with `e = exp(−2|x·scale|)`
+/// (no overflow; NaN stays NaN, ±inf gives ±1); returns the largest `out[j]` (NaN skipped;
+/// `-inf` for an empty or all-NaN row). Within a few ulp of the platform's `tanh` (the test
+/// measures it), for the soft-capped cross-entropy.
+pub fn tanh_f32_to_f64(x: &[f32], scale: f64, out: &mut [f64]) -> f64 {
+    let out = &mut out[..x.len()];
+    #[cfg(target_arch = "x86_64")]
+    if super::active() >= Isa::Avx2 {
+        // SAFETY: `active()` is at least Avx2 only when the CPU reports avx2 and fma.
+        return unsafe { avx2::tanh_from_f32(x, scale, out) };
+    }
+    tanh_scalar(x, scale, out)
+}
+
+/// `out[j] = c·t[j] − m` rounded to f32, or `-inf` where `x[j]` is `-inf` (a masked entry of
+/// a soft-capped row; all lengths equal).
+pub fn shift_capped_f32(t: &[f64], x: &[f32], c: f64, m: f64, out: &mut [f32]) {
+    let (t, out) = (&t[..x.len()], &mut out[..x.len()]);
+    #[cfg(target_arch = "x86_64")]
+    if super::active() >= Isa::Avx2 {
+        // SAFETY: `active()` is at least Avx2 only when the CPU reports avx2 and fma.
+        return unsafe { avx2::shift_capped(t, x, c, m, out) };
+    }
+    shift_scalar(t, x, c, m, out)
+}
+
+fn shift_scalar(t: &[f64], x: &[f32], c: f64, m: f64, out: &mut [f32]) {
+    for ((o, &tj), &xj) in out.iter_mut().zip(t).zip(x) {
+        *o = if xj == f32::NEG_INFINITY {
+            f32::NEG_INFINITY
+        } else {
+            (c * tj - m) as f32
+        };
+    }
+}
+
+/// For stored exponentials `e[j] = exp(d32[j])` of `d32[j] = f32(c·t[j] − m)`: each nonzero
+/// `e[j]` becomes `e[j]·(1 + lo[j])`, `lo[j] = (c·t[j] − m) − d32[j]` (the exponential of the
+/// unrounded argument to first order), rounded once; returns `Σ e[j]·lo[j]` (all lengths
+/// equal).
+pub fn refine_rounded_exps_f32(e: &mut [f32], d32: &[f32], t: &[f64], c: f64, m: f64) -> f64 {
+    let (d32, t) = (&d32[..e.len()], &t[..e.len()]);
+    #[cfg(target_arch = "x86_64")]
+    if super::active() >= Isa::Avx2 {
+        // SAFETY: `active()` is at least Avx2 only when the CPU reports avx2 and fma.
+        return unsafe { avx2::refine_rounded_exps(e, d32, t, c, m) };
+    }
+    refine_scalar(e, d32, t, c, m)
+}
+
+fn refine_scalar(e: &mut [f32], d32: &[f32], t: &[f64], c: f64, m: f64) -> f64 {
+    let mut fix = 0.0;
+    for ((ej, &dj), &tj) in e.iter_mut().zip(d32).zip(t) {
+        let v = *ej as f64;
+        if v != 0.0 {
+            let dv = v * ((c * tj - m) - dj as f64);
+            fix += dv;
+            *ej = (v + dv) as f32;
+        }
+    }
+    fix
+}
+
+/// `g[j] *= (1 − t[j])(1 + t[j])` (`sech²` from `tanh`), the product in f64, rounded once.
+pub fn mul_sech2_f32(g: &mut [f32], t: &[f64]) {
+    let t = &t[..g.len()];
+    #[cfg(target_arch = "x86_64")]
+    if super::active() >= Isa::Avx2 {
+        // SAFETY: `active()` is at least Avx2 only when the CPU reports avx2 and fma.
+        return unsafe { avx2::mul_sech2(g, t) };
+    }
+    mul_sech2_scalar(g, t)
+}
+
+fn mul_sech2_scalar(g: &mut [f32], t: &[f64]) {
+    for (gj, &tj) in g.iter_mut().zip(t) {
+        *gj = (*gj as f64 * ((1.0 - tj) * (1.0 + tj))) as f32;
+    }
+}
+
+fn tanh_scalar(x: &[f32], scale: f64, out: &mut [f64]) -> f64 {
+    let mut top = f64::NEG_INFINITY;
+    for (o, &v) in out.iter_mut().zip(x) {
+        let u = v as f64 * scale;
+        let e = (-2.0 * u.abs()).exp();
+        *o = ((1.0 - e) / (1.0 + e)).copysign(u);
+        top = if *o > top { *o } else { top };
+    }
+    top
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
     use std::arch::x86_64::*;
+
+    /// See [`shift_capped_f32`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; the slices have equal lengths.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn shift_capped(t: &[f64], x: &[f32], c: f64, m: f64, out: &mut [f32]) {
+        let n4 = x.len() / 4 * 4;
+        // SAFETY: each access covers [i, i + 4) with i + 4 ≤ n4 ≤ every length; the
+        // intrinsics need avx2 and fma (this function's contract).
+        unsafe {
+            let (vc, vm) = (_mm256_set1_pd(c), _mm256_set1_pd(m));
+            let ninf = _mm_set1_ps(f32::NEG_INFINITY);
+            let mut i = 0;
+            while i < n4 {
+                // Not fused: the maximum's entry must be exactly c·t − m = 0.
+                let d = _mm256_sub_pd(_mm256_mul_pd(vc, _mm256_loadu_pd(t.as_ptr().add(i))), vm);
+                let d = _mm256_cvtpd_ps(d);
+                let masked = _mm_cmpeq_ps(_mm_loadu_ps(x.as_ptr().add(i)), ninf);
+                _mm_storeu_ps(out.as_mut_ptr().add(i), _mm_blendv_ps(d, ninf, masked));
+                i += 4;
+            }
+        }
+        shift_scalar(&t[n4..], &x[n4..], c, m, &mut out[n4..]);
+    }
+
+    /// See [`refine_rounded_exps_f32`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; the slices have equal lengths.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn refine_rounded_exps(
+        e: &mut [f32],
+        d32: &[f32],
+        t: &[f64],
+        c: f64,
+        m: f64,
+    ) -> f64 {
+        let n4 = e.len() / 4 * 4;
+        // SAFETY: each access covers [i, i + 4) with i + 4 ≤ n4 ≤ every length; the
+        // intrinsics need avx2 and fma (this function's contract).
+        let fix = unsafe {
+            let (vc, vm) = (_mm256_set1_pd(c), _mm256_set1_pd(m));
+            let zero = _mm256_setzero_pd();
+            let mut acc = zero;
+            let mut i = 0;
+            while i < n4 {
+                let v = _mm256_cvtps_pd(_mm_loadu_ps(e.as_ptr().add(i)));
+                let d = _mm256_sub_pd(_mm256_mul_pd(vc, _mm256_loadu_pd(t.as_ptr().add(i))), vm);
+                let lo = _mm256_sub_pd(d, _mm256_cvtps_pd(_mm_loadu_ps(d32.as_ptr().add(i))));
+                // Zero exponentials (masked or flushed entries, where lo may be inf) stay 0.
+                let live = _mm256_cmp_pd::<_CMP_NEQ_UQ>(v, zero);
+                let dv = _mm256_and_pd(_mm256_mul_pd(v, lo), live);
+                acc = _mm256_add_pd(acc, dv);
+                _mm_storeu_ps(e.as_mut_ptr().add(i), _mm256_cvtpd_ps(_mm256_add_pd(v, dv)));
+                i += 4;
+            }
+            let mut lanes = [0.0f64; 4];
+            _mm256_storeu_pd(lanes.as_mut_ptr(), acc);
+            (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+        };
+        fix + refine_scalar(&mut e[n4..], &d32[n4..], &t[n4..], c, m)
+    }
+
+    /// See [`mul_sech2_f32`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; the slices have equal lengths.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn mul_sech2(g: &mut [f32], t: &[f64]) {
+        let n4 = g.len() / 4 * 4;
+        // SAFETY: each access covers [i, i + 4) with i + 4 ≤ n4 ≤ both lengths; the
+        // intrinsics need avx2 and fma (this function's contract).
+        unsafe {
+            let one = _mm256_set1_pd(1.0);
+            let mut i = 0;
+            while i < n4 {
+                let tv = _mm256_loadu_pd(t.as_ptr().add(i));
+                let s = _mm256_mul_pd(_mm256_sub_pd(one, tv), _mm256_add_pd(one, tv));
+                let gv = _mm256_cvtps_pd(_mm_loadu_ps(g.as_ptr().add(i)));
+                _mm_storeu_ps(g.as_mut_ptr().add(i), _mm256_cvtpd_ps(_mm256_mul_pd(gv, s)));
+                i += 4;
+            }
+        }
+        mul_sech2_scalar(&mut g[n4..], &t[n4..]);
+    }
+
+    /// See [`tanh_f32_to_f64`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `out` is as long as `x`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tanh_from_f32(x: &[f32], scale: f64, out: &mut [f64]) -> f64 {
+        let n4 = x.len() / 4 * 4;
+        // SAFETY: each load reads x[i..i + 4] and each store writes out[i..i + 4], i + 4 ≤ n4
+        // ≤ both lengths; the intrinsics need avx2 and fma (this function's contract).
+        let mut top = unsafe {
+            let sign = _mm256_set1_pd(-0.0);
+            let one = _mm256_set1_pd(1.0);
+            let m2s = _mm256_set1_pd(-2.0 * scale.abs());
+            let s = _mm256_set1_pd(scale);
+            let mut top = _mm256_set1_pd(f64::NEG_INFINITY);
+            let mut i = 0;
+            while i < n4 {
+                let v = _mm256_cvtps_pd(_mm_loadu_ps(x.as_ptr().add(i)));
+                // exp4 clamps its argument to [-708, 709]: exp(-708) still rounds t to 1.
+                let e = exp4(_mm256_mul_pd(_mm256_andnot_pd(sign, v), m2s));
+                let t = _mm256_div_pd(_mm256_sub_pd(one, e), _mm256_add_pd(one, e));
+                let t = _mm256_or_pd(t, _mm256_and_pd(sign, _mm256_mul_pd(v, s)));
+                let nan = _mm256_cmp_pd::<_CMP_UNORD_Q>(v, v);
+                let t = _mm256_blendv_pd(t, v, nan);
+                _mm256_storeu_pd(out.as_mut_ptr().add(i), t);
+                // max_pd returns its second operand when the first is NaN.
+                top = _mm256_max_pd(t, top);
+                i += 4;
+            }
+            let mut lanes = [0.0f64; 4];
+            _mm256_storeu_pd(lanes.as_mut_ptr(), top);
+            lanes
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+        };
+        let rest = tanh_scalar(&x[n4..], scale, &mut out[n4..]);
+        if rest > top {
+            top = rest;
+        }
+        top
+    }
 
     /// # Safety
     /// The CPU must support AVX2 and FMA.
@@ -116,6 +335,31 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tanh_is_within_a_few_ulp_and_keeps_special_values() {
+        let mut xs: Vec<f32> = (0..40_001).map(|i| -200.0 + i as f32 * 0.01).collect();
+        xs.extend([0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, f32::INFINITY]);
+        xs.extend([f32::NEG_INFINITY, f32::NAN, 3e38, -3e38, 1e-3, -7e-4]);
+        for scale in [1.0 / 30.0, 0.5, 2.0] {
+            let mut out = vec![0.0; xs.len()];
+            let top = tanh_f32_to_f64(&xs, scale, &mut out);
+            let mut want_top = f64::NEG_INFINITY;
+            for (&x, &t) in xs.iter().zip(&out) {
+                let want = (x as f64 * scale).tanh();
+                if want.is_nan() {
+                    assert!(t.is_nan(), "{x}");
+                    continue;
+                }
+                want_top = want_top.max(want);
+                // Absolute error: t = (1 − e)/(1 + e) loses relative precision near 0, where
+                // only its absolute error matters to the capped loss.
+                assert!((t - want).abs() <= 4.0 * f64::EPSILON, "{x}: {t} vs {want}");
+                assert_eq!(t.is_sign_negative(), want.is_sign_negative(), "{x}");
+            }
+            assert!((top - want_top).abs() <= 4.0 * f64::EPSILON);
+        }
+    }
 
     /// `|a − b|` in ulps of `b`.
     fn ulps64(a: f64, b: f64) -> f64 {

@@ -21,7 +21,9 @@ mod x86;
 use std::sync::OnceLock;
 
 pub use exp::exp_nonpositive;
-pub use exp64::exp_f64_in_place;
+pub use exp64::{
+    exp_f64_in_place, mul_sech2_f32, refine_rounded_exps_f32, shift_capped_f32, tanh_f32_to_f64,
+};
 pub use log1p::log1p_nonnegative;
 pub use rowops::{
     block_rows_f32, exp_sum_f32, exp_sum_f32_on, exp_sum_in_place_f32, row_block_stats_f32,
