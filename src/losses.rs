@@ -90,7 +90,7 @@ impl Family {
     fn terms(self, p: f64, u: f64, l: f64) -> (f64, f64) {
         match self {
             Family::Focal { gamma } => {
-                let ug = if gamma == 0.0 { 1.0 } else { u.powf(gamma) };
+                let ug = pow_gamma(u, gamma);
                 // γ p L / u: L / u → 1 as u → 0 (and p = 0 only for a masked class).
                 let ratio = if u > 0.0 { l / u } else { 1.0 };
                 let extra = if p == 0.0 || gamma == 0.0 {
@@ -603,36 +603,47 @@ pub struct SigmoidFocalSpec {
     pub scale: f64,
 }
 
-/// `log σ(z)` without overflow or cancellation: `−softplus(−z)`.
+/// `w^γ`, with the common exponents as products.
 #[inline(always)]
-fn log_sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        -(-z).exp().ln_1p()
+fn pow_gamma(w: f64, gamma: f64) -> f64 {
+    if gamma == 2.0 {
+        w * w
+    } else if gamma == 0.0 {
+        1.0
+    } else if gamma == 1.0 {
+        w
     } else {
-        z - z.exp().ln_1p()
-    }
-}
-
-/// `σ(z)` without overflow.
-#[inline(always)]
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
+        w.powf(gamma)
     }
 }
 
 /// Loss and derivative of one element (logit `z`, target `y ∈ [0, 1]`).
 #[inline(always)]
 fn sigmoid_focal(z: f64, y: f64, spec: &SigmoidFocalSpec) -> (f64, f64) {
-    let (s, sn) = (sigmoid(z), sigmoid(-z));
-    let bce = -(y * log_sigmoid(z) + (1.0 - y) * log_sigmoid(-z));
+    // One exponential: with e = exp(−|z|), σ(|z|) = 1/(1 + e), σ(−|z|) = e/(1 + e),
+    // log σ(|z|) = −log1p(e), log σ(−|z|) = −|z| − log1p(e).
+    let abs = z.abs();
+    let e = (-abs).exp();
+    let l1p = e.ln_1p();
+    let inv = 1.0 / (1.0 + e);
+    let (big, small, log_big, log_small) = (inv, e * inv, -l1p, -abs - l1p);
+    let (s, sn, log_s, log_sn) = if z >= 0.0 {
+        (big, small, log_big, log_small)
+    } else {
+        (small, big, log_small, log_big)
+    };
+    // Terms of zero weight are skipped (z = ±inf with a hard target is no 0·inf).
+    let mut bce = 0.0;
+    if y != 0.0 {
+        bce -= y * log_s;
+    }
+    if y != 1.0 {
+        bce -= (1.0 - y) * log_sn;
+    }
     let bce = if z.is_nan() { z } else { bce };
     let w = y * sn + (1.0 - y) * s;
     let gamma = spec.gamma;
-    let wg = if gamma == 0.0 { 1.0 } else { w.powf(gamma) };
+    let wg = pow_gamma(w, gamma);
     let a = if spec.alpha >= 0.0 {
         spec.alpha * y + (1.0 - spec.alpha) * (1.0 - y)
     } else {
@@ -640,15 +651,10 @@ fn sigmoid_focal(z: f64, y: f64, spec: &SigmoidFocalSpec) -> (f64, f64) {
     };
     // dBCE/dz = σ(z) − y = (1 − y) σ(z) − y σ(−z); dw/dz = σ(z) σ(−z) (1 − 2y), |dw/dz| ≤ w.
     let dbce = (1.0 - y) * s - y * sn;
-    let dw_over_w = if w > 0.0 {
-        s * sn * (1.0 - 2.0 * y) / w
-    } else {
-        0.0
-    };
-    let extra = if gamma == 0.0 || bce == 0.0 {
+    let extra = if gamma == 0.0 || bce == 0.0 || w <= 0.0 {
         0.0
     } else {
-        gamma * bce * dw_over_w
+        gamma * bce * (s * sn * (1.0 - 2.0 * y) / w)
     };
     (a * bce * wg, a * wg * (dbce + extra))
 }

@@ -1,4 +1,5 @@
-"""Float64 reference twins: the cross-entropy variants: focal, sigmoid focal, poly-1, generalized CE, energy margin.
+"""Float64 reference twins of the cross-entropy variants: focal, sigmoid focal, poly-1,
+generalized CE and energy margin.
 
 Each follows its formula directly in NumPy float64 (see the fast functions in ``xent_rs``
 for the papers). Two details are kept so that the reference is as exact as the kernels it
@@ -72,7 +73,7 @@ def _family(logits, target, g_and_h, class_factor, ignore_index, label_smoothing
         g, h = g_and_h(p, one_minus_p, -log_p)
         losses = np.where(qa != 0, qa * g, 0.0).sum(axis=-1)
         w = np.where(qa != 0, qa * h, 0.0)
-        # p_j Σ w − w_j, written p_j (Σ_{k≠j} w_k) − w_j (1 − p_j) (no cancellation at p → 1).
+        # p_j Σ w − w_j, as p_j (Σ_{k≠j} w_k) − w_j (1 − p_j): no cancellation at p → 1.
         grad = p * (w.sum(axis=-1, keepdims=True) - w) - w * one_minus_p
     loss = _reduce(losses, divisor, reduction, batch_shape)
     if not return_grad:
@@ -110,7 +111,7 @@ def poly1_cross_entropy(logits, target, *, epsilon=2.0, ignore_index=-100,
 
 def generalized_cross_entropy(logits, target, *, q=0.7, ignore_index=-100, reduction="mean",
                               return_grad=False):
-    """``(1 − p_t^q) / q`` (Zhang & Sabuncu 2018), as ``−expm1(q log p_t) / q``; index targets."""
+    """``(1 − p_t^q) / q`` (Zhang & Sabuncu 2018), ``−expm1(q log p_t) / q``, index targets."""
     def g_and_h(p, u, nlp):
         return -np.expm1(-q * nlp) / q, np.exp(-q * nlp)
 
