@@ -451,3 +451,16 @@ def test_energy_margin_large_logits_and_empty(rng, restore_threads):
         runs.append(xr.energy_margin_loss(x, x[::-1].copy(), m_in=-5, m_out=-1,
                                           return_grad=True))
     assert all(a.tobytes() == b.tobytes() for a, b in zip(*runs))
+
+
+def test_docstring_and_docs_examples_run():
+    import doctest
+    import os
+
+    from xent_rs import _losses
+
+    assert doctest.testmod(_losses).failed == 0
+    docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                        "losses.md")
+    result = doctest.testfile(docs, module_relative=False)
+    assert result.attempted > 5 and result.failed == 0

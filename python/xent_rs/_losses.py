@@ -302,9 +302,10 @@ def energy_margin_loss(logits_in, logits_out, *, m_in=-25.0, m_out=-7.0, tempera
     Examples
     --------
     >>> import numpy as np, xent_rs as xr
-    >>> z_in = np.zeros((1, 2))  # E = -log 2
-    >>> float(xr.energy_margin_loss(z_in, np.full((1, 2), -30.0), m_in=-1.0, m_out=0.0))
-    0.0
+    >>> z_in = np.zeros((1, 2))  # E = -log 2, above m_in: (1 - log 2)^2
+    >>> z_out = np.full((1, 2), -30.0)  # E = 30 - log 2, above m_out: nothing
+    >>> round(float(xr.energy_margin_loss(z_in, z_out, m_in=-1.0, m_out=0.0)), 6)
+    0.094159
     """
     x_in = _v.class_logits(logits_in, "logits_in")
     x_out = _v.class_logits(logits_out, "logits_out")
