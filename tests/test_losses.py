@@ -464,3 +464,30 @@ def test_docstring_and_docs_examples_run():
                         "losses.md")
     result = doctest.testfile(docs, module_relative=False)
     assert result.attempted > 5 and result.failed == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BF16, np.float64], ids=str)
+def test_in_place_for_every_dtype(rng, dtype):
+    x = random_logits(rng, (9, 5), np.float32).astype(dtype)
+    t = _labels(rng, 9, 5)
+    y = (rng.random((9, 5)) < 0.5).astype(np.float32)
+    for call in (lambda z, **kw: xr.focal_loss(z, t, label_smoothing=0.1, **kw),
+                 lambda z, **kw: xr.generalized_cross_entropy(z, t, **kw),
+                 lambda z, **kw: xr.sigmoid_focal_loss(z, y, **kw)):
+        loss, g = call(x, return_grad=True)
+        z = x.copy()
+        loss2, g2 = call(z, return_grad=True, out=z)
+        assert g2 is z and g2.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(np.asarray(loss2), np.asarray(loss))
+        np.testing.assert_array_equal(g2, g)
+
+
+def test_sigmoid_focal_does_not_depend_on_the_thread_count(rng, restore_threads):
+    z = random_logits(rng, (400, 500), np.float32)
+    y = (rng.random((400, 500)) < 0.3).astype(np.float32)
+    runs = []
+    for n in (1, 3):
+        xr.set_num_threads(n)
+        runs.append(xr.sigmoid_focal_loss(z, y, reduction="mean", return_grad=True))
+    assert runs[0][0].tobytes() == runs[1][0].tobytes()
+    assert runs[0][1].tobytes() == runs[1][1].tobytes()
