@@ -38,7 +38,7 @@ def problem(request):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, k), dtype=np.float32)
     t = rng.integers(0, k, n)
-    y = (rng.random((n, k)) < 0.3).astype(np.float32) if k * n <= 30_000_000 else None
+    y = (rng.random((n, k)) < 0.3).astype(np.float32) if k * n <= 120_000_000 else None
     out = np.empty_like(x)
     out.fill(0)  # fault the pages in once, outside the timings
     return x, t, y, out
