@@ -58,11 +58,23 @@ def test_gradient_and_hessian_are_finite_differences_of_the_reference(rng, libra
                    + summed_focal(b, label, gamma, weight)) / h2**2
     np.testing.assert_allclose(grad, fd_g, atol=1e-8)
     np.testing.assert_allclose(hess, fd_h, atol=1e-5)
-    assert (hess < 0).any() or gamma < 1 or True  # the focal loss need not be convex
+
+
+def test_a_badly_classified_row_has_a_negative_exact_hessian():
+    # p_t ≈ 4.5e-5: H_tt ≈ p_t (1 + γ (2 − L)) < 0 for L = −log p_t ≈ 10 (not convex there).
+    z = np.array([[0.0, 10.0, 0.0]])
+    label = np.array([0.0])
+    _, exact = boosting.xgboost_objective(hessian="exact", focal_gamma=2.0)(z, Data(label))
+    h = 1e-3
+    f = [summed_focal(z + np.array([[d, 0, 0]]), label, 2.0, None) for d in (-h, 0.0, h)]
+    np.testing.assert_allclose(exact[0, 0], (f[0] - 2 * f[1] + f[2]) / h**2, rtol=1e-4)
+    assert exact[0, 0] < 0
+    _, floored = boosting.xgboost_objective(focal_gamma=2.0)(z, Data(label))
+    assert floored[0, 0] == boosting.XGBOOST_HESSIAN_FLOOR
 
 
 def test_hessian_of_a_confident_row_keeps_its_precision():
-    # p_t = 1 − 2e-9: the Hessian is ≈ (γ + 1) γ... of size u^{γ+1}; finite and positive.
+    # p_t = 1 − 2e-9: the Hessian is of size u^{γ+1}, finite and positive.
     z = np.array([[20.0, 0.0, -3.0]])
     _, hess = boosting.xgboost_objective(hessian="exact", focal_gamma=0.5)(z, Data(
         np.array([0.0])))
