@@ -1,1 +1,984 @@
 //! The cross-entropy variants: focal, sigmoid focal, poly-1, generalized CE, energy margin.
+//!
+//! **Softmax family** (focal, poly-1, generalized CE). Each is `Σ_k q_k α_k g(p_k)` for a
+//! per-class function `g` of `p = softmax(x)`, a target distribution `q` and class factors
+//! `α` (focal only; 1 otherwise). With `h(p) = −g'(p)·p`, the gradient is
+//!
+//! `∂/∂x_j = p_j H − q_j α_j h(p_j)`, `H = Σ_k q_k α_k h(p_k)`,
+//!
+//! so for a hard target `t` (no label smoothing) it is the cross-entropy gradient
+//! `p − e_t` times the row scalar `α_t h(p_t)`: one pass for the maximum, one for the
+//! exponentials (stored in the gradient buffer), one rescaling them, as plain cross-entropy.
+//! With `L = −log p`, `u = 1 − p`:
+//!
+//! * focal (Lin et al. 2017): `g = u^γ L`, `h = u^γ (1 + γ p L / u)`;
+//! * poly-1 (Leng et al. 2022): `g = L + ε u`, `h = 1 + ε p`;
+//! * generalized CE (Zhang & Sabuncu 2018): `g = (1 − p^q) / q`, `h = p^q`.
+//!
+//! Numerics: `L = (m − x) + log S` with `log S` the `log1p` of the non-maximal mass, and
+//! `u` of a maximal class is that mass over `S` (not `1 − p` by subtraction; a non-maximal
+//! class has `p < 1/2`, where the subtraction is exact enough), so `u^γ` and `L` keep full
+//! relative precision as `p → 1`, and `L / u → 1` stays finite. `p^q = exp(−q L)` and
+//! `1 − p^q = −expm1(−q L)`. Every term of `h` is non-negative for focal, so nothing
+//! cancels; at a maximal class the gradient is `−h_j u_j + p_j (H − h_j)` with `H − h_j`
+//! summed from the other classes. Terms whose target mass is exactly zero are skipped (a
+//! masked `-inf` class costs nothing unless targeted).
+//!
+//! **Sigmoid focal** (torchvision's): elementwise `α_t · BCE(z, y) · w^γ` with
+//! `w = y σ(−z) + (1 − y) σ(z)` (`1 − p_t`, a convex combination: no cancellation) and
+//! `BCE = y softplus(−z) + (1 − y) softplus(z)` from `log σ(±z)` in float64.
+//!
+//! **Energy margin** (Liu et al. 2020): `relu(E − m)²` (in-distribution rows) or
+//! `relu(m − E)²` (outliers) with `E = −T·logsumexp(x/T) = −m_x − T log Σ exp((x − m_x)/T)`;
+//! `∂E/∂x = −softmax(x/T)`.
+
+use crate::element::Element;
+use crate::error::{check_len, rows_of, try_vec, Error};
+use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt, CHUNK_ELEMS};
+use crate::real::{exp_sum, row_max, widened, Real};
+use crate::rowstats::{ExpSum, RowStats};
+
+/// The targets of a batch.
+#[derive(Clone, Copy)]
+pub enum Targets<'a, Y> {
+    /// One label per row, each in `[0, K)` or equal to `ignore_index` (checked).
+    Index {
+        labels: &'a [i64],
+        ignore_index: i64,
+    },
+    /// `N × K` class probabilities, row-major.
+    Probs(&'a [Y]),
+}
+
+/// One row's target.
+#[derive(Clone, Copy)]
+enum RowTarget<'a, Y> {
+    Ignored,
+    Index(usize),
+    Probs(&'a [Y]),
+}
+
+impl<Y> Targets<'_, Y> {
+    fn row(&self, r: usize, k: usize) -> RowTarget<'_, Y> {
+        match *self {
+            Targets::Index {
+                labels,
+                ignore_index,
+            } => match labels[r] {
+                t if t == ignore_index => RowTarget::Ignored,
+                t => RowTarget::Index(t as usize),
+            },
+            Targets::Probs(y) => RowTarget::Probs(&y[r * k..(r + 1) * k]),
+        }
+    }
+}
+
+/// Which loss of the softmax family, with its parameter.
+#[derive(Clone, Copy, Debug)]
+pub enum Family {
+    /// `γ ≥ 0`.
+    Focal { gamma: f64 },
+    /// Any finite `ε`.
+    Poly1 { epsilon: f64 },
+    /// `q ∈ (0, 1]`.
+    Gce { q: f64 },
+}
+
+impl Family {
+    /// `(g(p), h(p))` of a class from `p`, `u = 1 − p` and `L = −log p` (all exact).
+    #[inline(always)]
+    fn terms(self, p: f64, u: f64, l: f64) -> (f64, f64) {
+        match self {
+            Family::Focal { gamma } => {
+                let ug = pow_gamma(u, gamma);
+                // γ p L / u: L / u → 1 as u → 0 (and p = 0 only for a masked class).
+                let ratio = if u > 0.0 { l / u } else { 1.0 };
+                let extra = if p == 0.0 || gamma == 0.0 {
+                    0.0
+                } else {
+                    gamma * p * ratio
+                };
+                (ug * l, ug * (1.0 + extra))
+            }
+            Family::Poly1 { epsilon } => (l + epsilon * u, 1.0 + epsilon * p),
+            Family::Gce { q } => {
+                let pq = (-q * l).exp();
+                (-(-q * l).exp_m1() / q, pq)
+            }
+        }
+    }
+}
+
+/// Parameters shared by every row.
+#[derive(Clone, Copy)]
+pub struct FamilySpec<'a> {
+    pub k: usize,
+    pub family: Family,
+    /// Per-class factors: one value for every class, or `K` (finite, non-negative).
+    pub alpha: Option<&'a [f64]>,
+    pub label_smoothing: f64,
+    /// Divides the gradient (the mean's divisor; 1 for the other reductions).
+    pub divisor: f64,
+}
+
+impl FamilySpec<'_> {
+    #[inline(always)]
+    fn alpha(&self, j: usize) -> f64 {
+        match self.alpha {
+            None => 1.0,
+            Some([a]) => *a,
+            Some(a) => a[j],
+        }
+    }
+    /// `v / D`, as a product where `1 / D` is finite.
+    #[inline(always)]
+    fn per_divisor(&self, v: f64) -> f64 {
+        let inv = 1.0 / self.divisor;
+        if inv.is_finite() {
+            v * inv
+        } else {
+            v / self.divisor
+        }
+    }
+}
+
+/// The logits of a batch: read-only, or the gradient buffer itself (in place).
+pub enum Logits<'a, T> {
+    Separate(&'a [T]),
+    InGrad,
+}
+
+/// Output buffers: per-row losses (`N`) and the gradient (`N × K`).
+pub struct Outputs<'a, T> {
+    pub losses: Option<&'a mut [T]>,
+    pub grad: Option<&'a mut [T]>,
+}
+
+/// Checks labels (each in `[0, K)` or `ignore_index`); returns the number of non-ignored rows.
+pub fn check_labels(labels: &[i64], k: usize, ignore_index: i64) -> Result<usize, Error> {
+    let mut n = 0;
+    for (position, &t) in labels.iter().enumerate() {
+        if t == ignore_index {
+            continue;
+        }
+        if t < 0 || t as u64 >= k as u64 {
+            return Err(Error::Label {
+                arg: "target",
+                position,
+                value: t,
+                k,
+                ignore_index: Some(ignore_index),
+            });
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// `p`, `1 − p` of a class from its exponential `e = exp(x − m)` and the row's sum.
+#[inline(always)]
+fn p_and_u(e: f64, es: ExpSum) -> (f64, f64) {
+    let p = e / es.total;
+    let u = if e == 1.0 {
+        es.rest / es.total
+    } else {
+        1.0 - p
+    };
+    (p, u)
+}
+
+/// One row of the softmax family: returns its loss, writes its gradient to `grad`.
+fn family_row<C: Real, Y: Element>(
+    x: &[C],
+    target: RowTarget<'_, Y>,
+    spec: &FamilySpec<'_>,
+    grad: Option<&mut [C]>,
+) -> f64 {
+    let RowTarget::Index(t) = target else {
+        if let RowTarget::Ignored = target {
+            if let Some(g) = grad {
+                g.fill(C::ZERO);
+            }
+            return 0.0;
+        }
+        return general_row(x, target, spec, grad);
+    };
+    if spec.label_smoothing != 0.0 {
+        return general_row(x, target, spec, grad);
+    }
+    let a = spec.alpha(t);
+    if a == 0.0 {
+        if let Some(g) = grad {
+            g.fill(C::ZERO);
+        }
+        return 0.0;
+    }
+    let m = row_max(x);
+    let mut g = grad;
+    let es = exp_sum(x, m, g.as_deref_mut());
+    let st = RowStats {
+        m,
+        es,
+        log_s: es.log_sum(),
+    };
+    let d = x[t].to_f64() - m;
+    let (p, u) = p_and_u(d.exp(), es);
+    let l = -d + st.log_s;
+    let (value, h) = spec.family.terms(p, u, l);
+    if let Some(g) = g {
+        // c·(p − e_t): every entry a rescaled exponential but the target's, −c (1 − p_t).
+        let c = spec.per_divisor(a * h);
+        C::scale(g, c / es.total);
+        g[t] = C::from_f64(-c * u);
+    }
+    a * value
+}
+
+/// The general form `p_j H − q_j α_j h(p_j)` (label smoothing, probability targets).
+fn general_row<C: Real, Y: Element>(
+    x: &[C],
+    target: RowTarget<'_, Y>,
+    spec: &FamilySpec<'_>,
+    grad: Option<&mut [C]>,
+) -> f64 {
+    let k = spec.k;
+    let eps = spec.label_smoothing;
+    let smooth = eps / k as f64;
+    let q = |j: usize| -> f64 {
+        match target {
+            RowTarget::Index(t) => {
+                if j == t {
+                    (1.0 - eps) + smooth
+                } else {
+                    smooth
+                }
+            }
+            RowTarget::Probs(y) => (1.0 - eps) * y[j].to_f64() + smooth,
+            RowTarget::Ignored => 0.0,
+        }
+    };
+    let m = row_max(x);
+    let mut g = grad;
+    let es = exp_sum(x, m, g.as_deref_mut());
+    let log_s = es.log_sum();
+    // (weighted h, loss term) of class j.
+    let class = |j: usize, qj: f64| -> (f64, f64) {
+        let d = x[j].to_f64() - m;
+        let (p, u) = p_and_u(d.exp(), es);
+        let (value, h) = spec.family.terms(p, u, -d + log_s);
+        let w = qj * spec.alpha(j);
+        (w * h, w * value)
+    };
+    let (mut loss, mut h_off, mut h_at) = (0.0, 0.0, 0.0);
+    for (j, &xj) in x.iter().enumerate() {
+        let qj = q(j);
+        if qj == 0.0 || spec.alpha(j) == 0.0 {
+            continue;
+        }
+        let (h, v) = class(j, qj);
+        loss += v;
+        if xj.to_f64() == m {
+            h_at += h;
+        } else {
+            h_off += h;
+        }
+    }
+    if let Some(g) = g {
+        let total_h = h_off + h_at;
+        for (j, gv) in g.iter_mut().enumerate() {
+            let (p, u) = p_and_u(gv.to_f64(), es);
+            let qj = q(j);
+            let hj = if qj == 0.0 || spec.alpha(j) == 0.0 {
+                0.0
+            } else {
+                class(j, qj).0
+            };
+            let v = if x[j].to_f64() == m {
+                -hj * u + p * (h_off + (h_at - hj))
+            } else {
+                p * total_h - hj
+            };
+            *gv = C::from_f64(spec.per_divisor(v));
+        }
+    }
+    loss
+}
+
+/// One chunk of consecutive rows: its logits (`None`: in the gradient buffer) and outputs.
+struct Chunk<'a, C, O> {
+    row0: usize,
+    x: Option<&'a [C]>,
+    grad: Option<&'a mut [C]>,
+    losses: Option<&'a mut [O]>,
+}
+
+/// What a batch driver needs from a row kernel: the loss of row `r` (of the whole batch)
+/// of logits `x`, its gradient written to `grad`.
+trait RowKernel: Sync {
+    fn k(&self) -> usize;
+    fn row<C: Real>(&self, r: usize, x: &[C], grad: Option<&mut [C]>) -> f64;
+}
+
+/// The rows of a chunk computed in `C`, with per-row losses written as `O`; returns the sum
+/// of the row losses. In place, each row is copied to a scratch row first.
+fn run_chunk<C: Real, O: Element, R: RowKernel>(
+    ch: Chunk<'_, C, O>,
+    kern: &R,
+) -> Result<f64, Error> {
+    let k = kern.k();
+    let Chunk {
+        row0,
+        x,
+        mut grad,
+        mut losses,
+    } = ch;
+    let len = x.map_or_else(|| grad.as_deref().map_or(0, |g| g.len()), |x| x.len());
+    let rows = len / k;
+    let mut scratch: Vec<C> = if x.is_none() {
+        try_vec(k, C::ZERO)?
+    } else {
+        Vec::new()
+    };
+    let mut sum = 0.0;
+    for r in 0..rows {
+        let span = r * k..(r + 1) * k;
+        let g = grad.as_deref_mut().map(|g| &mut g[span.clone()]);
+        let loss = match x {
+            Some(x) => kern.row(row0 + r, &x[span], g),
+            None => {
+                let g = g.expect("checked: in place has the gradient");
+                scratch.copy_from_slice(g);
+                kern.row(row0 + r, &scratch, Some(g))
+            }
+        };
+        sum += loss;
+        if let Some(l) = losses.as_deref_mut() {
+            l[r] = O::from_f64(loss);
+        }
+    }
+    Ok(sum)
+}
+
+/// [`run_chunk`] for a type computed in a wider one: the chunk's logits are widened into a
+/// scratch copy, the gradient computed there and rounded once into the output.
+fn run_chunk_widened<T: Real, R: RowKernel>(ch: Chunk<'_, T, T>, kern: &R) -> Result<f64, Error> {
+    let Chunk {
+        row0,
+        x,
+        grad,
+        losses,
+    } = ch;
+    let src = x.or(grad.as_deref()).unwrap_or(&[]);
+    let xw = widened(src)?.expect("a widened type");
+    let zero = <T::Work as Element>::ZERO;
+    let mut gw = grad.as_ref().map(|g| try_vec(g.len(), zero)).transpose()?;
+    let wide = Chunk {
+        row0,
+        x: Some(&xw[..]),
+        grad: gw.as_deref_mut(),
+        losses,
+    };
+    let sum = run_chunk::<T::Work, T, R>(wide, kern)?;
+    if let (Some(g), Some(gw)) = (grad, &gw) {
+        T::narrow(gw, g);
+    }
+    Ok(sum)
+}
+
+/// Rows of `kern.k()` logits in deterministic chunks on the pool; the sum of the row losses
+/// (summed in chunk order: the same for any thread count). `n` rows, sizes checked.
+fn run_batch<T: Real, R: RowKernel>(
+    logits: Logits<'_, T>,
+    n: usize,
+    kern: &R,
+    out: Outputs<'_, T>,
+) -> Result<f64, Error> {
+    let k = kern.k();
+    let rpc = rows_per_chunk(k);
+    let n_chunks = n.div_ceil(rpc);
+    let xs: Vec<Option<&[T]>> = match logits {
+        Logits::Separate(x) => x.chunks((rpc * k).max(1)).map(Some).collect(),
+        Logits::InGrad => vec![None; n_chunks],
+    };
+    let grads = split_opt(out.grad, rpc * k, n_chunks);
+    let losses = split_opt(out.losses, rpc, n_chunks);
+    let jobs: Vec<Chunk<'_, T, T>> = xs
+        .into_iter()
+        .zip(grads)
+        .zip(losses)
+        .enumerate()
+        .map(|(c, ((x, grad), losses))| Chunk {
+            row0: c * rpc,
+            x,
+            grad,
+            losses,
+        })
+        .collect();
+    let partials = map_jobs(jobs, n * k, |ch| {
+        if T::NATIVE {
+            run_chunk::<T, T, R>(ch, kern)
+        } else {
+            run_chunk_widened(ch, kern)
+        }
+    })?;
+    Ok(ordered_sum(
+        &partials.into_iter().collect::<Result<Vec<_>, _>>()?,
+    ))
+}
+
+/// The number of rows of a batch whose logits are `x` or, in place, in `grad`.
+fn batch_rows<T>(logits: &Logits<'_, T>, k: usize, out: &Outputs<'_, T>) -> Result<usize, Error> {
+    let len = match logits {
+        Logits::Separate(x) => x.len(),
+        Logits::InGrad => out
+            .grad
+            .as_deref()
+            .ok_or(Error::InPlace { arg: "out" })?
+            .len(),
+    };
+    let n = rows_of(len, k)?;
+    check_len(out.losses.as_deref(), n, "losses")?;
+    check_len(out.grad.as_deref(), n * k, "out")?;
+    Ok(n)
+}
+
+struct FamilyKernel<'a, Y> {
+    targets: Targets<'a, Y>,
+    spec: FamilySpec<'a>,
+}
+
+impl<Y: Element> RowKernel for FamilyKernel<'_, Y> {
+    fn k(&self) -> usize {
+        self.spec.k
+    }
+    #[inline]
+    fn row<C: Real>(&self, r: usize, x: &[C], grad: Option<&mut [C]>) -> f64 {
+        family_row(x, self.targets.row(r, self.spec.k), &self.spec, grad)
+    }
+}
+
+/// Focal / poly-1 / generalized CE over a batch: fills the outputs, returns the sum of the
+/// row losses. Inconsistent inputs are an [`Error`], checked before anything is written.
+pub fn family_batch<T: Real, Y: Element>(
+    logits: Logits<'_, T>,
+    targets: Targets<'_, Y>,
+    spec: &FamilySpec<'_>,
+    out: Outputs<'_, T>,
+) -> Result<f64, Error> {
+    let k = spec.k;
+    let n = batch_rows(&logits, k, &out)?;
+    match targets {
+        Targets::Index {
+            labels,
+            ignore_index,
+        } => {
+            check_len(Some(labels), n, "target")?;
+            check_labels(labels, k, ignore_index)?;
+        }
+        Targets::Probs(y) => check_len(Some(y), n * k, "target")?,
+    }
+    match spec.alpha {
+        None => {}
+        Some(a) if a.len() == 1 => {}
+        Some(a) => check_len(Some(a), k, "alpha")?,
+    }
+    let kern = FamilyKernel {
+        targets,
+        spec: *spec,
+    };
+    run_batch(logits, n, &kern, out)
+}
+
+/// Which side of the energy margin a batch is on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Side {
+    /// In-distribution rows: `relu(E − m)²`.
+    In,
+    /// Outliers: `relu(m − E)²`.
+    Out,
+}
+
+/// Parameters of an energy-margin batch.
+#[derive(Clone, Copy, Debug)]
+pub struct EnergySpec {
+    pub k: usize,
+    /// `T > 0`.
+    pub temperature: f64,
+    pub margin: f64,
+    pub side: Side,
+    /// Divides the gradient (the mean's divisor).
+    pub divisor: f64,
+}
+
+impl RowKernel for EnergySpec {
+    fn k(&self) -> usize {
+        self.k
+    }
+    fn row<C: Real>(&self, _r: usize, x: &[C], grad: Option<&mut [C]>) -> f64 {
+        let t = self.temperature;
+        let m = row_max(x);
+        let mut g = grad;
+        let es = if t == 1.0 {
+            exp_sum(x, m, g.as_deref_mut())
+        } else {
+            scaled_exp_sum(x, m, t, g.as_deref_mut())
+        };
+        let energy = -m - t * es.log_sum();
+        let gap = match self.side {
+            Side::In => energy - self.margin,
+            Side::Out => self.margin - energy,
+        };
+        let v = if gap > 0.0 { gap } else { 0.0 };
+        let v = if gap.is_nan() { gap } else { v };
+        if let Some(g) = g {
+            if v == 0.0 {
+                g.fill(C::ZERO);
+            } else {
+                // ∂v²/∂x = ∓2v·softmax(x/T), the exponentials already in `g`.
+                let sign = if self.side == Side::In { -2.0 } else { 2.0 };
+                let inv = 1.0 / self.divisor;
+                let c = if inv.is_finite() {
+                    sign * v * inv
+                } else {
+                    sign * v / self.divisor
+                };
+                C::scale(g, c / es.total);
+            }
+        }
+        v * v
+    }
+}
+
+/// `Σ exp((x_j − m) / T)` in f64, kept as [`ExpSum`], writing each term to `store`.
+fn scaled_exp_sum<C: Real>(x: &[C], m: f64, t: f64, store: Option<&mut [C]>) -> ExpSum {
+    let (mut rest, mut ties) = (0.0f64, 0usize);
+    let mut term = |v: C| -> f64 {
+        let d = (v.to_f64() - m) / t;
+        let e = d.exp();
+        if d == 0.0 {
+            ties += 1;
+        } else {
+            rest += e;
+        }
+        e
+    };
+    match store {
+        Some(out) => out
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = C::from_f64(term(v))),
+        None => x.iter().for_each(|&v| {
+            term(v);
+        }),
+    }
+    let rest = if ties == 0 {
+        f64::NAN
+    } else {
+        rest + (ties - 1) as f64
+    };
+    ExpSum {
+        total: 1.0 + rest,
+        rest,
+    }
+}
+
+/// The sum over rows of `relu(E − m)²` (or `relu(m − E)²`), the gradient into `grad`.
+pub fn energy_batch<T: Real>(
+    logits: &[T],
+    spec: &EnergySpec,
+    grad: Option<&mut [T]>,
+) -> Result<f64, Error> {
+    let out = Outputs { losses: None, grad };
+    let n = batch_rows(&Logits::Separate(logits), spec.k, &out)?;
+    run_batch(Logits::Separate(logits), n, spec, out)
+}
+
+/// Parameters of torchvision's sigmoid focal loss.
+#[derive(Clone, Copy, Debug)]
+pub struct SigmoidFocalSpec {
+    /// In `[0, 1]`, or negative: no balancing.
+    pub alpha: f64,
+    pub gamma: f64,
+    /// Multiplies the gradient (`1/N` for the mean).
+    pub scale: f64,
+}
+
+/// `w^γ`, with the common exponents as products.
+#[inline(always)]
+fn pow_gamma(w: f64, gamma: f64) -> f64 {
+    if gamma == 2.0 {
+        w * w
+    } else if gamma == 0.0 {
+        1.0
+    } else if gamma == 1.0 {
+        w
+    } else {
+        w.powf(gamma)
+    }
+}
+
+/// Loss and derivative of one element (logit `z`, target `y ∈ [0, 1]`).
+#[cfg(test)]
+fn sigmoid_focal(z: f64, y: f64, spec: &SigmoidFocalSpec) -> (f64, f64) {
+    sigmoid_focal_e(z, (-z.abs()).exp(), y, spec)
+}
+
+/// [`sigmoid_focal`] given `e = exp(−|z|)`.
+#[inline(always)]
+fn sigmoid_focal_e(z: f64, e: f64, y: f64, spec: &SigmoidFocalSpec) -> (f64, f64) {
+    // With e = exp(−|z|): σ(|z|) = 1/(1 + e), σ(−|z|) = e/(1 + e),
+    // log σ(|z|) = −log1p(e), log σ(−|z|) = −|z| − log1p(e).
+    let abs = z.abs();
+    let l1p = e.ln_1p();
+    let inv = 1.0 / (1.0 + e);
+    let (big, small, log_big, log_small) = (inv, e * inv, -l1p, -abs - l1p);
+    let (s, sn, log_s, log_sn) = if z >= 0.0 {
+        (big, small, log_big, log_small)
+    } else {
+        (small, big, log_small, log_big)
+    };
+    // Terms of zero weight are skipped (z = ±inf with a hard target is no 0·inf).
+    let mut bce = 0.0;
+    if y != 0.0 {
+        bce -= y * log_s;
+    }
+    if y != 1.0 {
+        bce -= (1.0 - y) * log_sn;
+    }
+    let bce = if z.is_nan() { z } else { bce };
+    let w = y * sn + (1.0 - y) * s;
+    let gamma = spec.gamma;
+    let wg = pow_gamma(w, gamma);
+    let a = if spec.alpha >= 0.0 {
+        spec.alpha * y + (1.0 - spec.alpha) * (1.0 - y)
+    } else {
+        1.0
+    };
+    // dBCE/dz = σ(z) − y = (1 − y) σ(z) − y σ(−z); dw/dz = σ(z) σ(−z) (1 − 2y), |dw/dz| ≤ w.
+    let dbce = (1.0 - y) * s - y * sn;
+    let extra = if gamma == 0.0 || bce == 0.0 || w <= 0.0 {
+        0.0
+    } else {
+        gamma * bce * (s * sn * (1.0 - 2.0 * y) / w)
+    };
+    (a * bce * wg, a * wg * (dbce + extra))
+}
+
+/// Elementwise sigmoid focal loss over flat logits (`None`: in the gradient buffer) and
+/// targets; fills the outputs and returns the sum of the element losses.
+pub fn sigmoid_focal_batch<T: Element, Y: Element>(
+    logits: Logits<'_, T>,
+    target: &[Y],
+    spec: &SigmoidFocalSpec,
+    out: Outputs<'_, T>,
+) -> Result<f64, Error> {
+    let n = target.len();
+    match logits {
+        Logits::Separate(x) => check_len(Some(x), n, "logits")?,
+        Logits::InGrad => {
+            out.grad.as_deref().ok_or(Error::InPlace { arg: "out" })?;
+        }
+    }
+    check_len(out.losses.as_deref(), n, "losses")?;
+    check_len(out.grad.as_deref(), n, "out")?;
+    if let Some(position) = target
+        .iter()
+        .position(|y| !(0.0..=1.0).contains(&y.to_f64()))
+    {
+        let value = target[position].to_f64();
+        return Err(Error::Target { position, value });
+    }
+    let n_chunks = n.div_ceil(CHUNK_ELEMS);
+    let xs: Vec<Option<&[T]>> = match logits {
+        Logits::Separate(x) => x.chunks(CHUNK_ELEMS).map(Some).collect(),
+        Logits::InGrad => vec![None; n_chunks],
+    };
+    let grads = split_opt(out.grad, CHUNK_ELEMS, n_chunks);
+    let losses = split_opt(out.losses, CHUNK_ELEMS, n_chunks);
+    let jobs: Vec<_> = xs
+        .into_iter()
+        .zip(grads)
+        .zip(losses)
+        .zip(target.chunks(CHUNK_ELEMS))
+        .collect();
+    let partials = map_jobs(jobs, n, |(((x, mut grad), mut losses), y)| {
+        let mut sum = 0.0;
+        // The exponentials of a block at a time, by the vectorised float64 `exp`.
+        const BLOCK: usize = 64;
+        let (mut zs, mut es) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
+        for b0 in (0..y.len()).step_by(BLOCK) {
+            let len = BLOCK.min(y.len() - b0);
+            for j in 0..len {
+                zs[j] = match (x, grad.as_deref()) {
+                    (Some(x), _) => x[b0 + j].to_f64(),
+                    (None, Some(g)) => g[b0 + j].to_f64(),
+                    (None, None) => unreachable!("checked: in place has the gradient"),
+                };
+                es[j] = -zs[j].abs();
+            }
+            crate::simd::exp_f64_in_place(&mut es[..len]);
+            for j in 0..len {
+                let i = b0 + j;
+                let (loss, d) = sigmoid_focal_e(zs[j], es[j], y[i].to_f64(), spec);
+                sum += loss;
+                if let Some(l) = losses.as_deref_mut() {
+                    l[i] = T::from_f64(loss);
+                }
+                if let Some(g) = grad.as_deref_mut() {
+                    g[i] = T::from_f64(d * spec.scale);
+                }
+            }
+        }
+        sum
+    })?;
+    Ok(ordered_sum(&partials))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Idx<'a> = Targets<'a, f64>;
+
+    fn spec(k: usize, family: Family) -> FamilySpec<'static> {
+        FamilySpec {
+            k,
+            family,
+            alpha: None,
+            label_smoothing: 0.0,
+            divisor: 1.0,
+        }
+    }
+
+    /// Naive f64 softmax.
+    fn softmax(x: &[f64]) -> Vec<f64> {
+        let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = x.iter().map(|v| (v - m).exp()).sum();
+        x.iter().map(|v| (v - m).exp() / s).collect()
+    }
+
+    fn naive_loss(x: &[f64], t: usize, family: Family) -> f64 {
+        let p = softmax(x)[t];
+        match family {
+            Family::Focal { gamma } => -(1.0 - p).powf(gamma) * p.ln(),
+            Family::Poly1 { epsilon } => -p.ln() + epsilon * (1.0 - p),
+            Family::Gce { q } => (1.0 - p.powf(q)) / q,
+        }
+    }
+
+    fn row_of(x: &[f64], t: usize, s: &FamilySpec<'_>) -> (f64, Vec<f64>) {
+        let mut g = vec![0.0; x.len()];
+        let l = family_row(x, RowTarget::<'_, f64>::Index(t), s, Some(&mut g));
+        (l, g)
+    }
+
+    const FAMILIES: [Family; 4] = [
+        Family::Focal { gamma: 2.0 },
+        Family::Focal { gamma: 0.5 },
+        Family::Poly1 { epsilon: 2.0 },
+        Family::Gce { q: 0.7 },
+    ];
+
+    #[test]
+    fn loss_and_gradient_match_naive_and_finite_differences() {
+        let x = [0.3f64, -1.2, 2.0, 0.7, -0.1];
+        for family in FAMILIES {
+            for t in 0..x.len() {
+                let (l, g) = row_of(&x, t, &spec(5, family));
+                let want = naive_loss(&x, t, family);
+                assert!((l - want).abs() <= 1e-13 * want.abs(), "{family:?} t={t}");
+                for j in 0..x.len() {
+                    let h = 1e-6;
+                    let (mut a, mut b) = (x, x);
+                    a[j] += h;
+                    b[j] -= h;
+                    let fd = (naive_loss(&a, t, family) - naive_loss(&b, t, family)) / (2.0 * h);
+                    assert!((g[j] - fd).abs() < 1e-8, "{family:?} t={t} j={j}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn general_form_equals_hard_target_form() {
+        let x = [0.3f64, -1.2, 2.0, 0.7, -0.1];
+        for family in FAMILIES {
+            let s = spec(5, family);
+            for t in 0..x.len() {
+                let (l, g) = row_of(&x, t, &s);
+                let mut onehot = [0.0f64; 5];
+                onehot[t] = 1.0;
+                let mut g2 = vec![0.0; 5];
+                let l2 = general_row(&x, RowTarget::Probs(&onehot[..]), &s, Some(&mut g2));
+                assert!((l - l2).abs() <= 1e-14 * l.abs().max(1e-300));
+                for j in 0..5 {
+                    assert!((g[j] - g2[j]).abs() < 1e-15, "{family:?} t={t} j={j}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn confident_rows_keep_relative_precision() {
+        // p_t = 1/(1 + e^-40): L ≈ e^-40, 1 − p ≈ e^-40.
+        let x = [40.0f32, 0.0];
+        let tiny = (-40.0f64).exp();
+        let cases = [
+            (Family::Focal { gamma: 2.0 }, tiny.powi(3)),
+            (Family::Poly1 { epsilon: 2.0 }, 3.0 * tiny),
+            (Family::Gce { q: 0.5 }, tiny),
+        ];
+        for (family, want) in cases {
+            let l = family_row(&x, RowTarget::<'_, f64>::Index(0), &spec(2, family), None);
+            assert!((l - want).abs() <= 1e-6 * want, "{family:?}: {l} vs {want}");
+        }
+    }
+
+    #[test]
+    fn sigmoid_focal_tails_are_exact() {
+        let s = SigmoidFocalSpec {
+            alpha: -1.0,
+            gamma: 2.0,
+            scale: 1.0,
+        };
+        // y = 1, z = 40: BCE = log1p(e^-40), w = σ(−40).
+        let (l, _) = sigmoid_focal(40.0, 1.0, &s);
+        let e = (-40.0f64).exp();
+        let want = e.ln_1p() * (e / (1.0 + e)).powi(2);
+        assert!((l - want).abs() <= 1e-14 * want);
+        // Derivative against finite differences at a few points and targets.
+        for &(z, y) in &[(0.3, 1.0), (-2.0, 0.0), (1.5, 0.3), (-0.7, 0.8)] {
+            let (_, d) = sigmoid_focal(z, y, &s);
+            let h = 1e-6;
+            let fd = (sigmoid_focal(z + h, y, &s).0 - sigmoid_focal(z - h, y, &s).0) / (2.0 * h);
+            assert!((d - fd).abs() < 1e-8, "z={z} y={y}");
+        }
+    }
+
+    #[test]
+    fn energy_gradient_matches_finite_differences() {
+        let x = [1.0f64, -0.5, 2.5, 0.0];
+        for (side, margin) in [(Side::In, -4.0), (Side::Out, -1.0)] {
+            for temperature in [1.0, 0.7] {
+                let s = EnergySpec {
+                    k: 4,
+                    temperature,
+                    margin,
+                    side,
+                    divisor: 1.0,
+                };
+                let mut g = [0.0; 4];
+                s.row(0, &x[..], Some(&mut g[..]));
+                for j in 0..4 {
+                    let h = 1e-6;
+                    let (mut a, mut b) = (x, x);
+                    a[j] += h;
+                    b[j] -= h;
+                    let fd = (s.row::<f64>(0, &a, None) - s.row::<f64>(0, &b, None)) / (2.0 * h);
+                    assert!((g[j] - fd).abs() < 1e-7, "{side:?} T={temperature} j={j}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_is_independent_of_thread_count() {
+        let (n, k) = (3000, 97);
+        let x: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 1000) as f32) * 0.013 - 6.0)
+            .collect();
+        let labels: Vec<i64> = (0..n).map(|i| (i * 31 % k) as i64).collect();
+        let run = |threads: usize| {
+            crate::parallel::set_num_threads(threads);
+            let mut g = vec![0.0f32; n * k];
+            let s = family_batch(
+                Logits::Separate(&x),
+                Idx::Index {
+                    labels: &labels,
+                    ignore_index: -100,
+                },
+                &FamilySpec {
+                    label_smoothing: 0.1,
+                    ..spec(k, Family::Focal { gamma: 2.0 })
+                },
+                Outputs {
+                    losses: None,
+                    grad: Some(&mut g),
+                },
+            )
+            .unwrap();
+            (s, g)
+        };
+        let (s1, g1) = run(1);
+        let (s2, g2) = run(3);
+        assert_eq!(s1.to_bits(), s2.to_bits());
+        assert_eq!(g1, g2);
+    }
+
+    #[test]
+    fn inconsistent_batches_are_errors_not_panics() {
+        let x = [0.0f32; 12];
+        let idx = |labels| Idx::Index {
+            labels,
+            ignore_index: -100,
+        };
+        let none = || Outputs::<f32> {
+            losses: None,
+            grad: None,
+        };
+        let s = |k| spec(k, Family::Gce { q: 0.5 });
+        let run = |t, k, out| family_batch(Logits::Separate(&x[..]), t, &s(k), out);
+        assert!(matches!(
+            run(idx(&[0, 1, 2, 0]), 5, none()),
+            Err(Error::Classes { .. })
+        ));
+        assert!(matches!(
+            run(idx(&[0, 1, 2]), 3, none()),
+            Err(Error::Size { .. })
+        ));
+        assert!(matches!(
+            run(idx(&[0, 1, 3, 0]), 3, none()),
+            Err(Error::Label { .. })
+        ));
+        let alpha = [1.0, 2.0];
+        let bad_alpha = family_batch(
+            Logits::Separate(&x[..]),
+            idx(&[0, 1, 2, 0]),
+            &FamilySpec {
+                alpha: Some(&alpha),
+                ..s(3)
+            },
+            none(),
+        );
+        assert!(matches!(bad_alpha, Err(Error::Size { arg: "alpha", .. })));
+        let in_place = family_batch(Logits::<f32>::InGrad, idx(&[0]), &s(3), none());
+        assert_eq!(in_place, Err(Error::InPlace { arg: "out" }));
+        let e = EnergySpec {
+            k: 5,
+            temperature: 1.0,
+            margin: 0.0,
+            side: Side::In,
+            divisor: 1.0,
+        };
+        assert!(matches!(
+            energy_batch(&x[..], &e, None),
+            Err(Error::Classes { .. })
+        ));
+        let sf = SigmoidFocalSpec {
+            alpha: 0.25,
+            gamma: 2.0,
+            scale: 1.0,
+        };
+        let short = [0.0f64; 11];
+        assert!(matches!(
+            sigmoid_focal_batch(Logits::Separate(&x[..]), &short[..], &sf, none()),
+            Err(Error::Size { .. })
+        ));
+        let mut y = [0.5f64; 12];
+        y[7] = f64::NAN;
+        assert!(matches!(
+            sigmoid_focal_batch(Logits::Separate(&x[..]), &y[..], &sf, none()),
+            Err(Error::Target { position: 7, .. })
+        ));
+    }
+}

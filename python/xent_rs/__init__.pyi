@@ -204,5 +204,118 @@ def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 
 # --- cross-entropy variants (issue 12) ---
+class FocalOptions(TypedDict, total=False):
+    gamma: float
+    alpha: Optional[npt.ArrayLike]
+    ignore_index: int
+    label_smoothing: float
+    out: Optional[FloatArray]
+
+class Poly1Options(TypedDict, total=False):
+    epsilon: float
+    ignore_index: int
+    label_smoothing: float
+    out: Optional[FloatArray]
+
+class GCEOptions(TypedDict, total=False):
+    q: float
+    ignore_index: int
+    out: Optional[FloatArray]
+
+class SigmoidFocalOptions(TypedDict, total=False):
+    alpha: float
+    gamma: float
+    out: Optional[FloatArray]
+
+@overload
+def focal_loss(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: No = ..., **options: Unpack[FocalOptions],
+) -> Scalar: ...
+@overload
+def focal_loss(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: No = ..., **options: Unpack[FocalOptions],
+) -> FloatArray: ...
+@overload
+def focal_loss(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: Yes, **options: Unpack[FocalOptions],
+) -> Tuple[Scalar, FloatArray]: ...
+@overload
+def focal_loss(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduction = ...,
+    return_grad: bool = ..., **options: Unpack[FocalOptions],
+) -> Any: ...
+@overload
+def poly1_cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: No = ..., **options: Unpack[Poly1Options],
+) -> Scalar: ...
+@overload
+def poly1_cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: No = ..., **options: Unpack[Poly1Options],
+) -> FloatArray: ...
+@overload
+def poly1_cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: Yes, **options: Unpack[Poly1Options],
+) -> Tuple[Scalar, FloatArray]: ...
+@overload
+def poly1_cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduction = ...,
+    return_grad: bool = ..., **options: Unpack[Poly1Options],
+) -> Any: ...
+@overload
+def generalized_cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: No = ..., **options: Unpack[GCEOptions],
+) -> Scalar: ...
+@overload
+def generalized_cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced,
+    return_grad: No = ..., **options: Unpack[GCEOptions],
+) -> FloatArray: ...
+@overload
+def generalized_cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced = ...,
+    return_grad: Yes, **options: Unpack[GCEOptions],
+) -> Tuple[Scalar, FloatArray]: ...
+@overload
+def generalized_cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduction = ...,
+    return_grad: bool = ..., **options: Unpack[GCEOptions],
+) -> Any: ...
+@overload
+def sigmoid_focal_loss(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Unreduced = ...,
+    return_grad: No = ..., **options: Unpack[SigmoidFocalOptions],
+) -> FloatArray: ...
+@overload
+def sigmoid_focal_loss(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduced,
+    return_grad: No = ..., **options: Unpack[SigmoidFocalOptions],
+) -> Scalar: ...
+@overload
+def sigmoid_focal_loss(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduction = ...,
+    return_grad: bool = ..., **options: Unpack[SigmoidFocalOptions],
+) -> Any: ...
+@overload
+def energy_margin_loss(
+    logits_in: npt.ArrayLike, logits_out: npt.ArrayLike, *, m_in: float = ...,
+    m_out: float = ..., temperature: float = ..., return_grad: No = ...,
+) -> Scalar: ...
+@overload
+def energy_margin_loss(
+    logits_in: npt.ArrayLike, logits_out: npt.ArrayLike, *, m_in: float = ...,
+    m_out: float = ..., temperature: float = ..., return_grad: Yes,
+) -> Tuple[Scalar, FloatArray, FloatArray]: ...
+@overload
+def energy_margin_loss(
+    logits_in: npt.ArrayLike, logits_out: npt.ArrayLike, *, m_in: float = ...,
+    m_out: float = ..., temperature: float = ..., return_grad: bool = ...,
+) -> Any: ...
 
 # --- linear cross-entropy and InfoNCE (issue 13) ---

@@ -67,6 +67,29 @@ def simd_paths_supported() -> list[str]:
     """Every path this CPU supports, lowest first."""
 
 # --- cross-entropy variants (issue 12) ---
+def family_check_labels(labels: IndexArray, k: int, ignore_index: int) -> int:
+    """Validates index labels; returns the number of non-ignored rows."""
+def family_forward_backward(
+    logits: FloatArray, k: int, family: str, param: float, labels: Optional[IndexArray],
+    probs: Optional[FloatArray], alpha: Optional[WeightArray], ignore_index: int,
+    label_smoothing: float, divisor: float, losses: Optional[FloatArray] = None,
+    grad: Optional[FloatArray] = None, in_place: bool = False,
+) -> float:
+    """Fused focal ("focal", param γ), poly-1 ("poly1", ε) or generalized CE ("gce", q)
+    pass; fills the given outputs (gradient divided by ``divisor``), returns the loss sum."""
+def sigmoid_focal_forward_backward(
+    logits: FloatArray, target: FloatArray, alpha: float, gamma: float, scale: float,
+    losses: Optional[FloatArray] = None, grad: Optional[FloatArray] = None,
+    in_place: bool = False,
+) -> float:
+    """torchvision's sigmoid focal loss over flat arrays (gradient times ``scale``); returns
+    the sum of element losses."""
+def energy_margin(
+    logits: FloatArray, k: int, temperature: float, margin: float, outlier: bool,
+    divisor: float, grad: Optional[FloatArray] = None,
+) -> float:
+    """Σ over rows of relu(E − margin)² (relu(margin − E)² for outliers), E = −T·lse(x/T);
+    the gradient (into ``grad``) divided by ``divisor``."""
 
 # --- bootstrap (issue 15) ---
 

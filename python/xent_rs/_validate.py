@@ -450,3 +450,69 @@ def logits_and_labels(logits, label_values, weight):
     if binary:
         z = np.stack([np.zeros_like(z), z], axis=1)
     return z, labels(label_values, z.shape[0], z.shape[1]), class_weight(weight, z.shape[1])
+
+
+# --------------------------------------------------------------------------------------------
+# The cross-entropy variants (xent_rs._losses): their parameters.
+# --------------------------------------------------------------------------------------------
+
+def finite_real(value, name):
+    """A finite real number, as a Python float."""
+    value = real(value, name)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: must be finite, got {value}")
+    return value
+
+
+def nonneg_real(value, name):
+    """A finite real number ≥ 0, as a Python float."""
+    value = real(value, name)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"{name}: must be finite and >= 0, got {value}")
+    return value
+
+
+def gce_q(value):
+    """The exponent of generalized cross-entropy, in (0, 1]."""
+    value = real(value, "q")
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"q: must be in (0, 1], got {value}")
+    return value
+
+
+def sigmoid_focal_alpha(value):
+    """torchvision's balancing factor: in [0, 1], or -1 (no balancing)."""
+    value = real(value, "alpha")
+    if not (0.0 <= value <= 1.0 or value == -1.0):
+        raise ValueError(f"alpha: must be in [0, 1], or -1 to disable the balancing; got {value}")
+    return value
+
+
+def class_alpha(value, k):
+    """``None``, or the focal loss' class factors as float64 of shape (1,) (one for every
+    class) or (K,)."""
+    if value is None:
+        return None
+    arr = nonneg_weights(value, "alpha")
+    if arr.ndim == 0:
+        return arr.reshape(1)
+    if arr.shape != (k,):
+        raise ValueError(f"alpha: must be a scalar or have shape ({k},) (one factor per class), "
+                         f"got {arr.shape}")
+    return arr
+
+
+def index_only_target(value, logits, name):
+    """Class indices (int64, flat) for a loss that takes no probability targets."""
+    kind, tgt = cce_target(value, logits)
+    if kind != "index":
+        raise ValueError(f"target: {name} takes class indices of shape {logits.shape[:-1]}, not "
+                         f"class probabilities")
+    return tgt
+
+
+def ignore_index(value):
+    value = integer(value, "ignore_index")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError("ignore_index: must fit in a signed 64-bit integer")
+    return value

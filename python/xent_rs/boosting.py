@@ -29,7 +29,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _validate as _v
-from . import binary_cross_entropy_with_logits, cross_entropy
+from . import binary_cross_entropy_with_logits, cross_entropy, log_softmax, softmax
+from ._losses import focal_loss
 
 __all__ = ["xgboost_objective", "lightgbm_objective"]
 
@@ -60,7 +61,7 @@ Objective = Callable[[Margins, LabelledData], GradHess]
 
 def xgboost_objective(*, weight: ArrayLike | None = None, label_smoothing: float = 0.0,
                       pos_weight: float | None = None,
-                      hessian: Hessian = "xgboost") -> Objective:
+                      hessian: Hessian = "xgboost", focal_gamma: float = 0.0) -> Objective:
     r"""A cross-entropy objective for ``xgboost.train(..., obj=...)``.
 
     Parameters
@@ -80,6 +81,11 @@ def xgboost_objective(*, weight: ArrayLike | None = None, label_smoothing: float
         ``multi:softprob``; ``"lightgbm"`` is :math:`K/(K-1)` times the exact one, as
         LightGBM's ``multiclass``. Sigmoid margins always get :math:`p(1-p)` (times the
         weights), as both libraries' binary objectives.
+    focal_gamma : float >= 0, default 0
+        Softmax margins: the focal multiclass objective (:func:`xent_rs.focal_loss` with
+        ``gamma=focal_gamma`` and the class weights as its ``alpha``) with its exact
+        Hessian diagonal (see Notes), transformed by ``hessian`` as above. ``0`` is the
+        cross-entropy objective, unchanged. Needs ``label_smoothing=0``.
 
     Returns
     -------
@@ -113,6 +119,21 @@ def xgboost_objective(*, weight: ArrayLike | None = None, label_smoothing: float
     reads ``base_score`` as a probability and a custom objective as a margin, so
     ``base_score=0.5`` for ``binary:logistic`` matches ``base_score=0`` here.
 
+    The focal objective (Lin et al. 2017; ``focal_gamma`` :math:`=\gamma > 0`) of a row with
+    label :math:`t` is :math:`\ell = -a_t u^\gamma \log p_t` with :math:`u = 1 - p_t`,
+    :math:`L = -\log p_t` and :math:`a_t` the class weight. Its gradient is
+    :math:`c\,(p - e_t)` with :math:`c = a_t u^\gamma (1 + \gamma p_t r)`, :math:`r = L/u`
+    (:math:`\to 1` as :math:`p_t \to 1`). Differentiating once more,
+    :math:`\partial c / \partial x_j = c'(p_t)\, p_t (\delta_{jt} - p_j)` with
+    :math:`-c'(p_t)\,p_t = k = a_t \gamma p_t u^{\gamma-1} (2 - L + (\gamma-1) p_t r)`, so
+    the exact Hessian diagonal is
+
+    .. math:: H_{jj} = c\, p_j (1 - p_j) + k\,(p_j - \delta_{jt})^2 ,
+
+    which is :math:`a_t p_j(1-p_j)` at :math:`\gamma = 0`. It is negative for badly
+    classified rows when :math:`\gamma > 0` (the focal loss is not convex in the margins):
+    ``hessian="xgboost"`` floors it at 1e-16, the other two pass it on as it is.
+
     Examples
     --------
     >>> import numpy as np, xgboost as xgb  # doctest: +SKIP
@@ -125,12 +146,12 @@ def xgboost_objective(*, weight: ArrayLike | None = None, label_smoothing: float
     (1797, 10)
     """
     return _objective("row", weight, label_smoothing, pos_weight, hessian,
-                      ("predt", "dtrain"))
+                      ("predt", "dtrain"), focal_gamma)
 
 
 def lightgbm_objective(*, weight: ArrayLike | None = None, label_smoothing: float = 0.0,
                        pos_weight: float | None = None,
-                       hessian: Hessian = "lightgbm") -> Objective:
+                       hessian: Hessian = "lightgbm", focal_gamma: float = 0.0) -> Objective:
     r"""A cross-entropy objective for LightGBM's ``params["objective"]``.
 
     Parameters
@@ -145,6 +166,9 @@ def lightgbm_objective(*, weight: ArrayLike | None = None, label_smoothing: floa
     hessian : {"lightgbm", "exact", "xgboost"}, default "lightgbm"
         As for :func:`xgboost_objective`; the default, :math:`K/(K-1)\,p(1-p)`, is
         LightGBM's ``multiclass`` Hessian.
+    focal_gamma : float >= 0, default 0
+        The focal multiclass objective, as for :func:`xgboost_objective` (LightGBM users'
+        request microsoft/LightGBM#3706); ``0`` is cross-entropy, unchanged.
 
     Returns
     -------
@@ -181,12 +205,12 @@ def lightgbm_objective(*, weight: ArrayLike | None = None, label_smoothing: floa
     (1797, 10)
     """
     return _objective("class", weight, label_smoothing, pos_weight, hessian,
-                      ("preds", "train_data"))
+                      ("preds", "train_data"), focal_gamma)
 
 
 def _objective(flat_order: Literal["row", "class"], weight: ArrayLike | None,
                label_smoothing: float, pos_weight: float | None, hessian: str,
-               names: tuple[str, str]) -> Objective:
+               names: tuple[str, str], focal_gamma: float = 0.0) -> Objective:
     """Validate the factory's arguments once; the callable validates each call's data.
 
     ``flat_order`` is how a library lays out multi-class margins in one flat array:
@@ -201,6 +225,11 @@ def _objective(flat_order: Literal["row", "class"], weight: ArrayLike | None,
     pw = None if pos_weight is None else _v.real(pos_weight, "pos_weight")
     if pw is not None and not (np.isfinite(pw) and pw >= 0):
         raise ValueError(f"pos_weight: must be finite and non-negative, got {pos_weight!r}")
+    gamma = _v.nonneg_real(focal_gamma, "focal_gamma")
+    if gamma != 0.0 and eps != 0.0:
+        raise ValueError("focal_gamma: the focal objective takes no label_smoothing")
+    if gamma != 0.0 and pw is not None:
+        raise ValueError("focal_gamma: applies to softmax margins (n, K), not with pos_weight")
     margins_name, data_name = names
 
     def objective(margins: Margins, data: LabelledData) -> GradHess:
@@ -216,6 +245,9 @@ def _objective(flat_order: Literal["row", "class"], weight: ArrayLike | None,
             if class_weight is not None:
                 raise ValueError(f"weight: per-class weights need softmax margins (n, K); "
                                  f"{margins_name} are binary (n,): use pos_weight")
+            if gamma != 0.0:
+                raise ValueError(f"focal_gamma: applies to softmax margins (n, K); "
+                                 f"{margins_name} are binary (n,)")
             grad, hess = _sigmoid(z2, label, sample_weight, eps, pw, data_name)
         else:
             if pw is not None:
@@ -223,7 +255,7 @@ def _objective(flat_order: Literal["row", "class"], weight: ArrayLike | None,
                                  f"have shape {z2.shape} (K = {z2.shape[1]} classes): use "
                                  f"weight")
             grad, hess = _softmax(z2, label, sample_weight, class_weight, eps, hessian,
-                                  data_name)
+                                  data_name, gamma)
         return restore(grad), restore(hess)
 
     return objective
@@ -261,14 +293,17 @@ def _as_rows(z: Margins, n: int, flat_order: str,
 
 def _softmax(z: Margins, label: NDArray[Any], sample_weight: NDArray[np.float64] | None,
              class_weight: NDArray[np.float64] | None, eps: float, hessian: str,
-             data_name: str) -> GradHess:
+             data_name: str, gamma: float = 0.0) -> GradHess:
     k = z.shape[1]
     target = _v.labels(label, z.shape[0], k, name=f"{data_name}.get_label()")
     if class_weight is not None and class_weight.shape != (k,):
         raise ValueError(f"weight: must have shape ({k},) (one weight per class), got "
                          f"{class_weight.shape}")
-    _, grad, hess = cross_entropy(z, target, weight=class_weight, label_smoothing=eps,
-                                  reduction="sum", return_grad=True, return_hess=True)
+    if gamma != 0.0:
+        grad, hess = _focal(z, target, class_weight, gamma)
+    else:
+        _, grad, hess = cross_entropy(z, target, weight=class_weight, label_smoothing=eps,
+                                      reduction="sum", return_grad=True, return_hess=True)
     # Each row's loss is independent, so a sample weight scales its row exactly.
     if sample_weight is not None:
         s = sample_weight.astype(z.dtype)[:, None]
@@ -280,6 +315,32 @@ def _softmax(z: Margins, label: NDArray[Any], sample_weight: NDArray[np.float64]
     elif hessian == "lightgbm":
         hess *= k / (k - 1)
     return grad, hess
+
+
+def _focal(z: Margins, target: NDArray[Any], class_weight: NDArray[np.float64] | None,
+           gamma: float) -> GradHess:
+    """Gradient (the fused kernel's) and exact Hessian diagonal (see the Notes of
+    :func:`xgboost_objective`) of the summed focal loss."""
+    _, grad = focal_loss(z, target, gamma=gamma, alpha=class_weight, reduction="sum",
+                         return_grad=True)
+    # p (1 − p) without cancellation (the cross-entropy Hessian), p, and L = −log p_t.
+    _, p1p = cross_entropy(z, target, reduction="none", return_hess=True)
+    zf = z.astype(np.float64)
+    p = softmax(zf)
+    rows = np.arange(z.shape[0])
+    nll = -log_softmax(zf)[rows, target]
+    u = -np.expm1(-nll)  # 1 − p_t from L: exact as p_t → 1
+    pt = p[rows, target]
+    a = np.ones(z.shape[0]) if class_weight is None else class_weight[target]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        r = np.where(u > 0, nll / u, 1.0)
+        c = a * u**gamma * (1 + gamma * pt * r)
+        kk = np.where(u > 0, a * gamma * pt * u ** (gamma - 1) * (2 - nll + (gamma - 1) * pt * r),
+                      0.0)
+    d = p.copy()
+    d[rows, target] = -u
+    hess = c[:, None] * p1p.astype(np.float64) + kk[:, None] * d * d
+    return grad, hess.astype(z.dtype)
 
 
 def _sigmoid(z: Margins, label: NDArray[Any], sample_weight: NDArray[np.float64] | None,

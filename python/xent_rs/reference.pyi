@@ -96,6 +96,28 @@ def loss_breakdown(
 def label_dependence(targets: npt.ArrayLike) -> Array64: ...
 
 # --- cross-entropy variants (issue 12) ---
+def focal_loss(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, gamma: float = ...,
+    alpha: Optional[npt.ArrayLike] = ..., ignore_index: int = ..., label_smoothing: float = ...,
+    reduction: Reduction = ..., return_grad: bool = ...,
+) -> Any: ...
+def sigmoid_focal_loss(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, alpha: float = ..., gamma: float = ...,
+    reduction: Reduction = ..., return_grad: bool = ...,
+) -> Any: ...
+def poly1_cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, epsilon: float = ...,
+    ignore_index: int = ..., label_smoothing: float = ..., reduction: Reduction = ...,
+    return_grad: bool = ...,
+) -> Any: ...
+def generalized_cross_entropy(
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, q: float = ..., ignore_index: int = ...,
+    reduction: Reduction = ..., return_grad: bool = ...,
+) -> Any: ...
+def energy_margin_loss(
+    logits_in: npt.ArrayLike, logits_out: npt.ArrayLike, *, m_in: float = ...,
+    m_out: float = ..., temperature: float = ..., return_grad: bool = ...,
+) -> Any: ...
 
 # --- bootstrap (issue 15) ---
 
