@@ -67,5 +67,11 @@ def simd_paths_supported() -> list[str]:
 # --- cross-entropy variants (issue 12) ---
 
 # --- bootstrap (issue 15) ---
+def bootstrap_sums(
+    bins: npt.NDArray[np.int64], a: WeightArray, c: WeightArray, weight: Optional[WeightArray],
+    slots: int, n_resamples: int, seed: int, out: WeightArray,
+) -> None:
+    """Poisson-bootstrap sums (n_resamples, 3, slots) of the weight, ``a`` and ``c`` per bin,
+    written to ``out`` (the weights' scheme is documented in the core's bootstrap module)."""
 
 # --- linear cross-entropy and InfoNCE (issue 13) ---
