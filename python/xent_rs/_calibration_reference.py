@@ -383,7 +383,7 @@ def _reflected_kernel(t, f, sigma):
 def smooth_calibration_error(probs, labels, *, from_logits=False, sample_weight=None,
                              mesh=2001):
     """Smooth ECE at the fixed point sigma = smECE(sigma), with the kernel evaluated exactly
-    at every sample and mesh point (Simpson's rule on ``mesh`` points, bisection to 1e-9)."""
+    at every sample and mesh point (Simpson's rule on ``mesh`` points, bisection to 1e-8)."""
     f, y = _confidence_and_outcome(probs, labels, from_logits)
     w = _weights(sample_weight, len(f))
     t = np.linspace(0.0, 1.0, mesh)
@@ -403,7 +403,7 @@ def smooth_calibration_error(probs, labels, *, from_logits=False, sample_weight=
     lo, hi = 1e-3, 1.0
     if at(lo) <= lo:
         return at(lo)
-    while hi - lo > 1e-9:
+    while hi - lo > 1e-8:
         mid = (lo + hi) / 2.0
         if at(mid) > mid:
             lo = mid

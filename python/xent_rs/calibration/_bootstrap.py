@@ -180,7 +180,10 @@ def confidence_interval(metric: str, probs: ArrayLike, labels: ArrayLike, *,
                     np.bincount(bins, ws * a, minlength=slots),
                     np.zeros(slots) if c is None else np.bincount(bins, ws * c,
                                                                   minlength=slots)])
-    estimate = float(_metric_from_sums(metric, own[None])[0])
+    if metric in _BINNED:  # the very arithmetic of calibration_error
+        estimate = _binning.error_from_sums(own[0], own[1], own[2], _NORM[metric])
+    else:
+        estimate = float(_metric_from_sums(metric, own[None])[0])
     out = np.zeros(n_resamples * 3 * slots)
     _core.bootstrap_sums(bins, np.require(a, np.float64, ["C", "A"]),
                          np.zeros(n) if c is None else np.require(c, np.float64, ["C", "A"]),
@@ -192,3 +195,77 @@ def confidence_interval(metric: str, probs: ArrayLike, labels: ArrayLike, *,
     low, high = np.nanpercentile(values, [tail, 100.0 - tail])
     return estimate, float(low), float(high)
 
+
+
+def _chunk_seed(seed, chunk):
+    """An independent generator seed for the ``chunk``-th chunk of a stream (SplitMix64)."""
+    mask = (1 << 64) - 1
+    z = (seed + (chunk + 1) * 0xD1B54A32D192ED03) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+class StreamedBootstrap:
+    """Bootstrap sums of every :data:`METRICS` entry over data arriving chunk by chunk.
+
+    Poisson resamples add up over chunks: each chunk's resample sums come from the core with
+    a seed of its own (SplitMix64 of ``seed`` and the chunk's index), so the intervals depend
+    on the seed and on where the chunks start, never on the thread count. Bins are uniform.
+    """
+
+    def __init__(self, n_resamples, n_bins, convention, seed=0):
+        self.n_resamples = _v.bounded_integer(n_resamples, "n_resamples", 1, MAX_RESAMPLES)
+        self.edges = _binning.edges(None, n_bins, "uniform")
+        self.convention = convention
+        self.slots = _binning.n_slots(n_bins, convention)
+        self.seed, self.chunks = seed, 0
+        self.binned = np.zeros((self.n_resamples, 3, self.slots))
+        self.means = np.zeros((self.n_resamples, 3, 1))    # brier, nll
+        self.hits = np.zeros((self.n_resamples, 3, 1))     # accuracy
+
+    def _add(self, into, bins, a, c, seed):
+        out = np.zeros(into.size)
+        _core.bootstrap_sums(bins, np.require(a, np.float64, ["C", "A"]),
+                             np.require(c, np.float64, ["C", "A"]), None, into.shape[2],
+                             self.n_resamples, seed, out)
+        into += out.reshape(into.shape)
+
+    def update(self, scores, labels, from_logits):
+        """Adds one chunk of validated scores ((N,) or (N, K)) and int64 labels."""
+        n = scores.shape[0]
+        if n == 0:
+            return
+        binary = scores.ndim == 1
+        seed = _chunk_seed(self.seed, self.chunks)
+        self.chunks += 1
+        conf, outcome = _rows.confidence_outcome(scores, labels, binary, from_logits)
+        bins = _binning.bin_index(conf, self.edges, self.convention).astype(np.int64)
+        self._add(self.binned, bins, conf, outcome.astype(np.float64), seed)
+        zeros = np.zeros(n, dtype=np.int64)
+        brier = _per_sample("brier", scores, labels, binary, from_logits, 1, "uniform",
+                            "right")[1]
+        nll = _per_sample("nll", scores, labels, binary, from_logits, 1, "uniform", "right")[1]
+        self._add(self.means, zeros, brier, nll, seed ^ 0x5555)
+        hit = _per_sample("accuracy", scores, labels, binary, from_logits, 1, "uniform",
+                          "right")[1]
+        self._add(self.hits, zeros, hit, np.zeros(n), seed ^ 0xAAAA)
+
+    def intervals(self, confidence=0.95):
+        """{metric: (low, high)} percentile intervals."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = {m: _metric_from_sums(m, self.binned) for m in _BINNED}
+            w = self.means[:, 0, 0]
+            values["brier"] = self.means[:, 1, 0] / w
+            values["nll"] = self.means[:, 2, 0] / w
+            values["accuracy"] = self.hits[:, 1, 0] / self.hits[:, 0, 0]
+        tail = 50.0 * (1.0 - confidence)
+        out = {}
+        for m in METRICS:
+            v = values[m]
+            if np.isnan(v).all():
+                out[m] = (float("nan"), float("nan"))
+            else:
+                low, high = np.nanpercentile(v, [tail, 100.0 - tail])
+                out[m] = (float(low), float(high))
+        return out

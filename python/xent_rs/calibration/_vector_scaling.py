@@ -88,8 +88,10 @@ def fit_vector_scaling(logits: ArrayLike, labels: ArrayLike) -> Tuple[np.ndarray
     Raises
     ------
     TypeError, ValueError
-        For bad arguments (naming them), non-finite logits, and data on which the loss has
-        no finite minimiser (every row separable by scaling: the weights grow without bound).
+        For bad arguments (naming them), non-finite logits, and a search that ends without
+        meeting the gradient bound. Rows that scaling separates completely have no finite
+        minimiser: the loss keeps falling as ``w`` grows, and the search stops at the first
+        point where the gradient is below the tolerance (large ``w``).
 
     References
     ----------
@@ -151,6 +153,7 @@ def fit_vector_scaling(logits: ArrayLike, labels: ArrayLike) -> Tuple[np.ndarray
         loss, s, g = _objective(z, labels, w, b, True)
     gw, gb = _gradient(z, g)
     if max(np.abs(gw).max(), np.abs(gb).max()) >= 1e-6:
-        raise ValueError("logits: vector scaling did not converge (the loss has no finite "
-                         "minimiser when the rows are separable by scaling the classes)")
+        raise ValueError("logits: vector scaling did not converge (gradient "
+                         f"{max(np.abs(gw).max(), np.abs(gb).max()):.3g} after {_MAX_ITER} "
+                         "Newton steps)")
     return w, b - b.mean()
