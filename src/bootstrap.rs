@@ -356,7 +356,7 @@ pub fn bootstrap_sums(
     check_len(Some(&*out), bootstrap_len(spec), "out")?;
     if n > u32::MAX as usize {
         return Err(Error::Size {
-            arg: "labels",
+            arg: "bins",
             expected: u32::MAX as usize,
             got: n,
         });

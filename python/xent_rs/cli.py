@@ -750,6 +750,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**64), got {text!r}"
+                                         ) from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**64), got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``xent-rs`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -788,7 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also report 95%% percentile-bootstrap intervals of ece, rms, "
                              "mce, brier, nll and accuracy from N Poisson resamples "
                              "(resampled in the core, streamed with the windows)")
-    report.add_argument("--seed", type=int, default=0, metavar="S",
+    report.add_argument("--seed", type=_seed, default=0, metavar="S",
                         help="seed of the bootstrap (default 0; with the windows' starts it "
                              "fixes the intervals)")
     report.add_argument("--plot", metavar="PATH.png", help="write the reliability diagram")

@@ -267,8 +267,8 @@ def smooth_calibration_error(probs: ArrayLike, labels: ArrayLike, *,
     >>> smooth_calibration_error(f, y) < 0.02
     True
     >>> y = rng.uniform(size=20000) < f ** 2       # overconfident
-    >>> round(smooth_calibration_error(f, y), 2)
-    0.16
+    >>> round(smooth_calibration_error(f, y), 3)
+    0.167
     """
     from_logits = _v.flag(from_logits, "from_logits")
     scores, binary = _v.scores(probs, "probs", from_logits)

@@ -17,6 +17,8 @@ _BINNED = ("ece", "rms", "mce")
 _NORM = {"ece": "l1", "rms": "l2", "mce": "max"}
 #: The most resamples (their statistics are ``3 × bins`` float64 each).
 MAX_RESAMPLES = 10**7
+#: The most resampled statistics (3 × resamples × bins float64, 1 GiB).
+MAX_STATISTICS = 2**27
 
 
 def _errors_from_sums(w, c, o, norm):
@@ -171,9 +173,10 @@ def confidence_interval(metric: str, probs: ArrayLike, labels: ArrayLike, *,
     _rows.total_weight(w, n)
     bins, a, c, slots = _per_sample(metric, scores, labels, binary, from_logits, n_bins,
                                     strategy, convention)
-    if n_resamples * 3 * slots > 2**31:
-        raise ValueError(f"n_resamples: {n_resamples} resamples of {slots} bins need more "
-                         f"than 2**31 statistics; use fewer")
+    if n_resamples * 3 * slots > MAX_STATISTICS:
+        raise ValueError(f"n_resamples: {n_resamples} resamples of {slots} bins need "
+                         f"{3 * n_resamples * slots} float64 statistics, more than 2**27; "
+                         f"use fewer resamples or bins")
     # The data itself: the same sums as the one-shot metrics (weight 1 each).
     ws = np.ones(n) if w is None else w
     own = np.stack([np.bincount(bins, ws, minlength=slots),
