@@ -268,6 +268,23 @@ def test_intervals_are_reproducible_on_any_thread_count():
     assert other[0] == runs[0][0] and other[1:] != runs[0][1:]
 
 
+def test_intervals_are_the_same_on_the_portable_path():
+    """XENT_RS_ISA=scalar forces the portable resampling loop: the same bits as AVX2."""
+    code = ("import numpy as np; from xent_rs import calibration as cal; "
+            "rng = np.random.default_rng(3); p = rng.uniform(size=5003); "
+            "y = rng.uniform(size=5003) < p; "
+            "print(repr(cal.confidence_interval('rms', p, y, n_resamples=64, seed=2)))")
+    import os
+    outs = []
+    for isa in ("scalar", "avx512"):
+        env = dict(os.environ, XENT_RS_ISA=isa)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(proc.stdout)
+    assert outs[0] == outs[1]
+
+
 def test_float32_logits_are_not_copied_and_give_the_float64_numbers():
     z, y = logits_data(13, n=2000)
     a = cal.confidence_interval("ece", z.astype(np.float32), y, n_resamples=50,

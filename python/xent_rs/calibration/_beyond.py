@@ -174,12 +174,17 @@ def _reflected_smooth(grid, sigma):
     return conv[m - 1 + half:m - 1 + half + m]
 
 
-def smooth_ece_at(f, r, s, sigma):
+def smooth_ece_at(f, r, s, sigma, grids=None):
     r"""Smooth ECE at a fixed bandwidth: ``∫_0^1 |Σ_i s_i K_σ(t, f_i) r_i| dt / ∫_0^1 Σ_i s_i
-    K_σ(t, f_i) dt`` (trapezoid rule on the grid), ``r = f − y``, ``s`` the sample weights."""
+    K_σ(t, f_i) dt`` (trapezoid rule on the grid), ``r = f − y``, ``s`` the sample weights.
+    ``grids`` (a dict) keeps the deposits per grid size between calls."""
     m = int(min(_SMOOTH_MAX_GRID, max(_SMOOTH_MIN_GRID, math.ceil(40.0 / sigma) + 1))) | 1
-    num = _reflected_smooth(_deposit(f, s * r, m), sigma)
-    den = _reflected_smooth(_deposit(f, s, m), sigma)
+    if grids is None:
+        grids = {}
+    if m not in grids:
+        grids[m] = (_deposit(f, s * r, m), _deposit(f, s, m))
+    num = _reflected_smooth(grids[m][0], sigma)
+    den = _reflected_smooth(grids[m][1], sigma)
     trap = np.full(m, 1.0)
     trap[[0, -1]] = 0.5
     return float((trap * np.abs(num)).sum() / (trap * den).sum())
@@ -190,15 +195,19 @@ def smooth_from_outcomes(f, y, s=None):
     if s is None:
         s = np.ones_like(f)
     r = f - y
+    grids = {}
+
+    def at(sigma):
+        return smooth_ece_at(f, r, s, sigma, grids)
 
     def g(sigma):
-        return smooth_ece_at(f, r, s, sigma) - sigma
+        return at(sigma) - sigma
 
     lo, hi = SMOOTH_MIN_SIGMA, 1.0
     if g(lo) <= 0.0:
-        return smooth_ece_at(f, r, s, lo)
+        return at(lo)
     if g(hi) >= 0.0:
-        return smooth_ece_at(f, r, s, hi)
+        return at(hi)
     for _ in range(40):
         mid = 0.5 * (lo + hi)
         if g(mid) > 0.0:
@@ -207,7 +216,7 @@ def smooth_from_outcomes(f, y, s=None):
             hi = mid
         if hi - lo < 1e-7:
             break
-    return smooth_ece_at(f, r, s, hi)
+    return at(hi)
 
 
 def smooth_calibration_error(probs: ArrayLike, labels: ArrayLike, *,
