@@ -67,6 +67,7 @@ def calibrate(w, b, held_out, out_dir="demo_out"):
         nll = float(xr.cross_entropy(logits, eval_y))
         acc = np.mean(np.argmax(logits, axis=1) == eval_y)
         print(f"{name:>20} {ece:7.4f} {mce:7.4f} {brier:7.4f} {nll:7.4f} {acc:7.2%}")
+    beyond_ece(fit_logits, fit_y, eval_logits, eval_y, t)
     try:
         import matplotlib
     except ImportError:
@@ -80,6 +81,27 @@ def calibrate(w, b, held_out, out_dir="demo_out"):
     diagram = cal.reliability_diagram(eval_logits / t, eval_y, n_bins=10, from_logits=True)
     diagram.plot(path=path)
     print(f"reliability diagram (after scaling) written to {path}")
+
+
+def beyond_ece(fit_logits, fit_y, eval_logits, eval_y, t, n_resamples=1000):
+    """The metrics beyond ECE, with 95% bootstrap intervals, before and after temperature
+    scaling and after vector scaling (both fitted on the other half)."""
+    w, b = cal.fit_vector_scaling(fit_logits, fit_y)
+    print(f"\nbeyond ECE (95% intervals: {n_resamples} Poisson-bootstrap resamples, seed 0)")
+    print(f"{'':>20} {'ECE [95% interval]':>23} {'Brier [95% interval]':>23} "
+          f"{'classwise':>9} {'debiased':>8} {'smooth':>7}")
+    for name, logits in (("before scaling", eval_logits), ("temperature scaling", eval_logits / t),
+                         ("vector scaling", eval_logits * w + b)):
+        e, e_lo, e_hi = cal.confidence_interval("ece", logits, eval_y, n_bins=10,
+                                                from_logits=True, n_resamples=n_resamples)
+        s, s_lo, s_hi = cal.confidence_interval("brier", logits, eval_y, from_logits=True,
+                                                n_resamples=n_resamples)
+        cw = cal.classwise_calibration_error(logits, eval_y, n_bins=10, from_logits=True)
+        deb = cal.calibration_error(logits, eval_y, n_bins=10, norm="l2", debias=True,
+                                    from_logits=True)
+        smooth = cal.smooth_calibration_error(logits, eval_y, from_logits=True)
+        print(f"{name:>20} {e:7.4f} [{e_lo:.4f}, {e_hi:.4f}] {s:7.4f} [{s_lo:.4f}, {s_hi:.4f}] "
+              f"{cw:9.4f} {deb:8.4f} {smooth:7.4f}")
 
 
 def best_of(fn, repeat):

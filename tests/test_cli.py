@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from xent_rs import calibration as cal
-from xent_rs.cli import METRIC_KEYS
+from xent_rs.cli import METRIC_KEYS, REPORT_KEYS
 
 from conftest import subprocess_env
 
@@ -113,7 +113,7 @@ def test_npy_logits_match_the_in_memory_functions(data, chunk_rows):
         np.save(d / "z.npy", z)
         np.save(d / "y.npy", y)
     got = report_json(d / "z.npy", d / "y.npy", "--logits", "--no-progress", *extra)
-    assert set(got) == set(METRIC_KEYS)
+    assert set(got) == set(REPORT_KEYS)  # the metric keys, then the additions (issue 15)
     assert_report(got, expected(z, y, from_logits=True))
 
 
@@ -276,7 +276,7 @@ def assert_temperature(got, z, y):
     t = got["temperature"]
     assert t == pytest.approx(cal.fit_temperature(z, y), rel=1e-7)
     scaled = z.astype(np.float64) / t
-    assert set(got) == set(METRIC_KEYS) | {"temperature", "after_temperature"}
+    assert set(got) == set(REPORT_KEYS) | {"temperature", "after_temperature"}
     assert_report(got["after_temperature"], expected(scaled, y, from_logits=True))
     assert_report(got, expected(z, y, from_logits=True))
 

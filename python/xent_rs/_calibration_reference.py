@@ -23,6 +23,12 @@ __all__ = [
     "energy_score",
     "loss_breakdown",
     "label_dependence",
+    "debiased_calibration_error",
+    "classwise_calibration_error",
+    "smooth_calibration_error",
+    "poisson_bootstrap_weights",
+    "bootstrap_metric",
+    "vector_scaling_objective",
 ]
 
 
@@ -325,3 +331,194 @@ def label_dependence(targets):
                         mi += joint[u, v] * math.log(joint[u, v] / (pa[u] * pb[v]))
             out[a, b] = max(mi, 0.0)
     return out
+
+
+# --- calibration beyond ECE (issue 15) ---
+
+def debiased_calibration_error(probs, labels, *, n_bins=15, strategy="uniform",
+                               convention="right", from_logits=False, sample_weight=None):
+    """Kumar et al.'s debiased L2 error: sqrt(max(sum_b n_b/N (gap_b^2 - a_b(1 - a_b) /
+    (n_b - 1)), 0)), a_b the bin's accuracy; n_b the bin's weight over the mean weight of the
+    weighted rows (its count when unweighted); bins with n_b <= 1 contribute 0."""
+    confidence, _ = _confidence_and_outcome(probs, labels, from_logits)
+    w = _weights(sample_weight, len(confidence))
+    per_weight = np.count_nonzero(w) / w.sum()
+    _, counts, mean_conf, accuracy = reliability_curve(
+        probs, labels, n_bins=n_bins, strategy=strategy, convention=convention,
+        from_logits=from_logits, sample_weight=sample_weight)
+    total = counts.sum()
+    value = 0.0
+    for n_b, c_b, a_b in zip(counts, mean_conf, accuracy):
+        size = n_b * per_weight
+        if n_b > 0 and size > 1:
+            value += n_b / total * ((a_b - c_b) ** 2 - a_b * (1.0 - a_b) / (size - 1.0))
+    return math.sqrt(max(value, 0.0))
+
+
+def classwise_calibration_error(probs, labels, *, n_bins=15, norm="l1", strategy="uniform",
+                                convention="right", from_logits=False, sample_weight=None):
+    """Mean over classes of calibration_error of p_k against [y = k] (binary: (1-p, p))."""
+    p = _probabilities(probs, from_logits)
+    labels = np.asarray(labels).astype(np.int64)
+    if p.ndim == 1:
+        p = np.stack([1.0 - p, p], axis=1)
+    errors = []
+    for k in range(p.shape[1]):
+        outcome = (labels == k).astype(np.int64)
+        errors.append(calibration_error(p[:, k], outcome, n_bins=n_bins, norm=norm,
+                                        strategy=strategy, convention=convention,
+                                        sample_weight=sample_weight))
+    return float(np.mean(errors))
+
+
+def _reflected_kernel(t, f, sigma):
+    """phi(t - f) + phi(t + f) + phi(t - 2 + f): the Gaussian reflected once at 0 and 1, cut
+    to |d| <= 1/2 (relplot's kernel support)."""
+    def phi(d):
+        g = np.exp(-0.5 * (d / sigma) ** 2) / (math.sqrt(2 * math.pi) * sigma)
+        return np.where(np.abs(d) <= 0.5 + 1e-12, g, 0.0)
+    return phi(t - f) + phi(t + f) + phi(t - 2.0 + f)
+
+
+def smooth_calibration_error(probs, labels, *, from_logits=False, sample_weight=None,
+                             mesh=2001):
+    """Smooth ECE at the fixed point sigma = smECE(sigma), with the kernel evaluated exactly
+    at every sample and mesh point (Simpson's rule on ``mesh`` points, bisection to 1e-8)."""
+    f, y = _confidence_and_outcome(probs, labels, from_logits)
+    w = _weights(sample_weight, len(f))
+    t = np.linspace(0.0, 1.0, mesh)
+    simpson = np.ones(mesh)
+    simpson[1:-1:2], simpson[2:-1:2] = 4.0, 2.0
+
+    def at(sigma):
+        num = np.zeros(mesh)
+        den = np.zeros(mesh)
+        for start in range(0, len(f), 512):
+            fk, rk = f[start:start + 512], (w * (f - y))[start:start + 512]
+            k = _reflected_kernel(t[:, None], fk[None, :], sigma)
+            num += k @ rk
+            den += k @ w[start:start + 512]
+        return float((simpson * np.abs(num)).sum() / (simpson * den).sum())
+
+    lo, hi = 1e-3, 1.0
+    if at(lo) <= lo:
+        return at(lo)
+    while hi - lo > 1e-8:
+        mid = (lo + hi) / 2.0
+        if at(mid) > mid:
+            lo = mid
+        else:
+            hi = mid
+    return at(hi)
+
+
+def _lowbias32(x):
+    x = np.asarray(x, dtype=np.uint64) & 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def _splitmix64(z):
+    mask = (1 << 64) - 1
+    z = (z + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+def poisson_bootstrap_weights(bins, n_resamples, seed):
+    """The core's bootstrap weights, (n_resamples, N) float64, from its documented scheme.
+
+    The t-th sample (in input order) of bin b in resample r: q = 8 floor(t/16) + t mod 8,
+    h = L(L(q ^ k1 ^ (0x9E3779B9 b)) ^ k2) with L Wellons' lowbias32 and (k1, k2) the halves
+    of SplitMix64(seed + (r + 1) 0x9E3779B97F4A7C15); u the low 16 bits of h when
+    t mod 16 < 8, else the high ones; the weight is #{k in 1..8 : u < round(2^16 P(X >= k))},
+    X ~ Poisson(1).
+    """
+    bins = np.asarray(bins).astype(np.int64)
+    t = np.zeros(len(bins), dtype=np.int64)
+    seen = {}
+    for i, b in enumerate(bins):
+        t[i] = seen.get(int(b), 0)
+        seen[int(b)] = t[i] + 1
+    q = 8 * (t // 16) + t % 8
+    high = (t % 16) >= 8
+    tail, below, term = [], 0.0, math.exp(-1.0)
+    for k in range(1, 9):
+        below += term
+        term /= k
+        tail.append(round((1.0 - below) * 65536.0))
+    out = np.zeros((n_resamples, len(bins)))
+    bin_key = (bins.astype(np.uint64) * 0x9E3779B9) & 0xFFFFFFFF
+    for r in range(n_resamples):
+        z = _splitmix64((seed + (r + 1) * 0x9E3779B97F4A7C15) & ((1 << 64) - 1))
+        k1, k2 = z & 0xFFFFFFFF, z >> 32
+        h = _lowbias32(_lowbias32(q.astype(np.uint64) ^ k1 ^ bin_key) ^ k2)
+        u = np.where(high, h >> 16, h & 0xFFFF)
+        out[r] = sum((u < tk).astype(np.float64) for tk in tail)
+    return out
+
+
+def bootstrap_metric(metric, probs, labels, weights, *, n_bins=15, strategy="uniform",
+                     convention="right", from_logits=False, sample_weight=None):
+    """The metric of each resample, given its (R, N) weights: the weights times the sample
+    weights fed to the plain metrics (bins fixed at the data's own edges)."""
+    base = _weights(sample_weight, len(np.asarray(labels)))
+    conf, _ = _confidence_and_outcome(probs, labels, from_logits)
+    edges = _bin_edges(conf, n_bins, strategy)
+    out = []
+    for omega in np.asarray(weights, dtype=np.float64):
+        w = omega * base
+        if w.sum() == 0:
+            out.append(math.nan)
+        elif metric in ("ece", "rms", "mce"):
+            norm = {"ece": "l1", "rms": "l2", "mce": "max"}[metric]
+            out.append(_error_at_edges(conf, probs, labels, from_logits, edges, convention,
+                                       w, norm))
+        elif metric == "brier":
+            out.append(brier_score(probs, labels, from_logits=from_logits, sample_weight=w))
+        elif metric == "nll":
+            out.append(negative_log_likelihood(probs, labels, from_logits=from_logits,
+                                               sample_weight=w))
+        else:
+            p = _probabilities(probs, from_logits)
+            y = np.asarray(labels).astype(np.int64)
+            hit = (p > 0.5) == (y == 1) if p.ndim == 1 else p.argmax(axis=1) == y
+            out.append(float((w * hit).sum() / w.sum()))
+    return np.array(out)
+
+
+def _error_at_edges(conf, probs, labels, from_logits, edges, convention, w, norm):
+    _, outcome = _confidence_and_outcome(probs, labels, from_logits)
+    total = w.sum()
+    l1 = l2 = worst = 0.0
+    for mask in _bin_masks(conf, edges, convention):
+        n_b = w[mask].sum()
+        if n_b > 0:
+            gap = abs((w[mask] * outcome[mask]).sum() / n_b - (w[mask] * conf[mask]).sum() / n_b)
+            l1 += n_b / total * gap
+            l2 += n_b / total * gap ** 2
+            worst = max(worst, gap)
+    return {"l1": l1, "l2": math.sqrt(l2), "max": worst}[norm]
+
+
+def vector_scaling_objective(logits, labels, w, b):
+    """(mean cross-entropy of logits * w + b, its gradient in w, its gradient in b)."""
+    z = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    n, k = z.shape
+    loss, gw, gb = 0.0, np.zeros(k), np.zeros(k)
+    for i in range(n):
+        s = z[i] * w + b
+        top = s.max()
+        e = np.exp(s - top)
+        p = e / e.sum()
+        loss += top + math.log(e.sum()) - s[labels[i]]
+        d = p.copy()
+        d[labels[i]] -= 1.0
+        gw += d * z[i]
+        gb += d
+    return loss / n, gw / n, gb / n

@@ -92,5 +92,11 @@ def energy_margin(
     the gradient (into ``grad``) divided by ``divisor``."""
 
 # --- bootstrap (issue 15) ---
+def bootstrap_sums(
+    bins: npt.NDArray[np.int64], a: WeightArray, c: WeightArray, weight: Optional[WeightArray],
+    slots: int, n_resamples: int, seed: int, out: WeightArray,
+) -> None:
+    """Poisson-bootstrap sums (n_resamples, 3, slots) of the weight, ``a`` and ``c`` per bin,
+    written to ``out`` (the weights' scheme is documented in the core's bootstrap module)."""
 
 # --- linear cross-entropy and InfoNCE (issue 13) ---

@@ -32,9 +32,12 @@ import numpy as np
 import xent_rs as xr
 from . import _core
 from .calibration import CalibrationAccumulator, CalibrationResult
+from . import _validate
 from .calibration import _rows, _temperature
+from .calibration._bootstrap import StreamedBootstrap
 
-__all__ = ["main", "build_parser", "DataError", "METRIC_KEYS", "CHUNK_BYTES"]
+__all__ = ["main", "build_parser", "DataError", "METRIC_KEYS", "BEYOND_KEYS", "REPORT_KEYS",
+           "CHUNK_BYTES"]
 
 #: About this many bytes of predictions are read per window when ``--chunk-rows`` is not given.
 CHUNK_BYTES = 64 << 20
@@ -42,6 +45,12 @@ CHUNK_BYTES = 64 << 20
 #: The keys of the JSON object (the ``CalibrationResult`` fields, and ``n_classes``).
 METRIC_KEYS = ("count", "weight_sum", "n_classes", "accuracy", "nll", "ece", "rms", "mce",
                "brier", "reliability", "resolution", "uncertainty", "mean_confidence")
+#: The keys added after them: classwise ECE and RMS, and the debiased RMS error.
+BEYOND_KEYS = ("classwise_ece", "classwise_rms", "debiased_rms")
+#: Every metric key of a report, in order.
+REPORT_KEYS = METRIC_KEYS + BEYOND_KEYS
+#: The interval level of ``--bootstrap``.
+BOOTSTRAP_CONFIDENCE = 0.95
 
 # Rows summing to 1 within this (and every value in [0, 1]) are guessed to be probabilities.
 _GUESS_SUM_ATOL = 1e-3
@@ -453,6 +462,7 @@ class Data:
     chunk_rows: int
     progress: bool
     guess: str = ""  # how the first window was guessed to be logits or probabilities
+    bootstrap: Any = None  # the StreamedBootstrap of the first pass, with --bootstrap
 
     def windows(self, desc: str) -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
         """``(start, predictions, labels)`` for consecutive windows of ``chunk_rows`` rows,
@@ -562,6 +572,10 @@ def accumulate(data: Data, args: argparse.Namespace, from_logits: Optional[bool]
     the temperature checks."""
     acc: Optional[CalibrationAccumulator] = None
     checks = _TemperatureChecks() if args.temperature and temperature is None else None
+    boot = None
+    if getattr(args, "bootstrap", None) and temperature is None:
+        boot = StreamedBootstrap(args.bootstrap, args.bins, args.convention, args.seed)
+        data.bootstrap = boot
     for start, p, y in data.windows(desc):
         p = _as_float(p, data.predictions, start)
         if acc is None:
@@ -585,6 +599,10 @@ def accumulate(data: Data, args: argparse.Namespace, from_logits: Optional[bool]
                     acc.update(np.divide(p[rows], temperature, dtype=np.float64), y[rows])
             if checks is not None and from_logits:
                 checks.add(p, acc_labels(y))
+            if boot is not None:
+                scores, _ = _validate.scores(p, "predictions", bool(from_logits),
+                                             allow_empty=True)
+                boot.update(scores, acc_labels(y), bool(from_logits))
         except (TypeError, ValueError) as exc:
             raise _data_error(data, start, len(p), exc) from None
     if acc is None:
@@ -642,9 +660,9 @@ def fit_temperature_streamed(data: Data, checks: _TemperatureChecks) -> float:
 # --------------------------------------------------------------------------------------------
 
 def metrics(result: CalibrationResult, n_classes: int) -> Dict[str, Any]:
-    """The JSON keys of one result, in :data:`METRIC_KEYS` order."""
+    """The JSON keys of one result, in :data:`REPORT_KEYS` order."""
     values = dict(result.as_dict(), n_classes=n_classes)
-    return {k: values[k] for k in METRIC_KEYS}
+    return {k: values[k] for k in REPORT_KEYS}
 
 
 def _json_number(value: Any) -> Any:
@@ -656,8 +674,14 @@ def _json_number(value: Any) -> Any:
 
 def to_json(report: Dict[str, Any]) -> str:
     """The report as one line of standard JSON."""
-    clean = {k: ({kk: _json_number(vv) for kk, vv in v.items()} if isinstance(v, dict)
-                 else _json_number(v)) for k, v in report.items()}
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {kk: clean(vv) for kk, vv in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(vv) for vv in v]
+        return _json_number(v)
+
+    clean = {k: clean(v) for k, v in report.items()}
     return json.dumps(clean, allow_nan=False)
 
 
@@ -670,15 +694,25 @@ def _cell(value: Any) -> str:
 def to_table(report: Dict[str, Any], header: str) -> str:
     """The report as a readable two- (or, after temperature scaling, three-) column table."""
     after = report.get("after_temperature")
+    boot = report.get("bootstrap")
+    intervals = boot["intervals"] if boot else {}
     lines = [header]
     if "temperature" in report:
         lines.append(f"temperature      {report['temperature']:.6g}")
-    lines.append(f"{'metric':<16} {'value':>14}" + (f" {'after T':>14}" if after else ""))
-    for key in METRIC_KEYS:
+    level = f"{100 * boot['confidence']:g}%" if boot else ""
+    lines.append(f"{'metric':<16} {'value':>14}" + (f" {'after T':>14}" if after else "")
+                 + (f" {level + ' low':>14} {level + ' high':>14}" if boot else ""))
+    for key in REPORT_KEYS:
         row = f"{key:<16} {_cell(report[key]):>14}"
         if after:
             row += f" {_cell(after[key]):>14}"
+        if key in intervals:
+            low, high = intervals[key]
+            row += f" {_cell(low):>14} {_cell(high):>14}"
         lines.append(row)
+    if boot:
+        lines.append(f"(intervals: {boot['n_resamples']} Poisson-bootstrap resamples, "
+                     f"seed {boot['seed']})")
     return "\n".join(lines)
 
 
@@ -716,6 +750,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**64), got {text!r}"
+                                         ) from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**64), got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``xent-rs`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -750,6 +795,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--temperature", action="store_true",
                         help="fit temperature scaling (logits only) and report the metrics "
                              "after it too")
+    report.add_argument("--bootstrap", type=_positive_int, metavar="N",
+                        help="also report 95%% percentile-bootstrap intervals of ece, rms, "
+                             "mce, brier, nll and accuracy from N Poisson resamples "
+                             "(resampled in the core, streamed with the windows)")
+    report.add_argument("--seed", type=_seed, default=0, metavar="S",
+                        help="seed of the bootstrap (default 0; with the windows' starts it "
+                             "fixes the intervals)")
     report.add_argument("--plot", metavar="PATH.png", help="write the reliability diagram")
     report.add_argument("--json", action="store_true",
                         help="print one JSON object instead of a table")
@@ -819,6 +871,13 @@ def compute(data: Data, args: argparse.Namespace, parser: argparse.ArgumentParse
         parser.error(str(exc))
     n_classes = data.predictions.width or 2
     out = metrics(result, n_classes)
+    boot = getattr(data, "bootstrap", None)
+    if boot is not None:
+        out["bootstrap"] = {
+            "n_resamples": boot.n_resamples, "confidence": BOOTSTRAP_CONFIDENCE,
+            "seed": args.seed,
+            "intervals": {k: list(v) for k, v in
+                          boot.intervals(BOOTSTRAP_CONFIDENCE).items()}}
     if args.temperature:
         assert checks is not None
         try:

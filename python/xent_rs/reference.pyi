@@ -120,5 +120,28 @@ def energy_margin_loss(
 ) -> Any: ...
 
 # --- bootstrap (issue 15) ---
+def debiased_calibration_error(
+    probs: npt.ArrayLike, labels: npt.ArrayLike, *, n_bins: int = ..., strategy: Strategy = ...,
+    convention: Convention = ..., from_logits: bool = ...,
+    sample_weight: Optional[npt.ArrayLike] = ...,
+) -> float: ...
+def classwise_calibration_error(
+    probs: npt.ArrayLike, labels: npt.ArrayLike, *, n_bins: int = ..., norm: Norm = ...,
+    strategy: Strategy = ..., convention: Convention = ..., from_logits: bool = ...,
+    sample_weight: Optional[npt.ArrayLike] = ...,
+) -> float: ...
+def smooth_calibration_error(
+    probs: npt.ArrayLike, labels: npt.ArrayLike, *, from_logits: bool = ...,
+    sample_weight: Optional[npt.ArrayLike] = ..., mesh: int = ...,
+) -> float: ...
+def poisson_bootstrap_weights(bins: npt.ArrayLike, n_resamples: int, seed: int) -> Array64: ...
+def bootstrap_metric(
+    metric: str, probs: npt.ArrayLike, labels: npt.ArrayLike, weights: npt.ArrayLike, *,
+    n_bins: int = ..., strategy: Strategy = ..., convention: Convention = ...,
+    from_logits: bool = ..., sample_weight: Optional[npt.ArrayLike] = ...,
+) -> Array64: ...
+def vector_scaling_objective(
+    logits: npt.ArrayLike, labels: npt.ArrayLike, w: npt.ArrayLike, b: npt.ArrayLike,
+) -> Tuple[float, Array64, Array64]: ...
 
 # --- linear cross-entropy and InfoNCE (issue 13) ---

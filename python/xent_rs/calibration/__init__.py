@@ -7,6 +7,10 @@ can be reproduced:
 * :func:`calibration_error` (ECE, RMS calibration error, MCE) and :func:`reliability_diagram`;
 * :func:`brier_score` and Murphy's :func:`brier_decomposition`;
 * :func:`fit_temperature` (temperature scaling) and :func:`energy_score`;
+* the debiased L2 estimator (``calibration_error(..., norm="l2", debias=True)``),
+  :func:`classwise_calibration_error` and :func:`smooth_calibration_error`;
+* :func:`confidence_interval`, bootstrap intervals of the metrics resampled in the Rust core;
+* :func:`fit_vector_scaling` (per-class scale and bias);
 * :class:`CalibrationAccumulator`, the same metrics in one pass over data of any size, chunk by
   chunk, with accumulators that merge;
 * :func:`loss_breakdown` and :func:`label_dependence`, diagnostics of where a cross-entropy loss
@@ -45,6 +49,8 @@ it is left out of every sum and of the MCE, and its mean confidence and accuracy
 from __future__ import annotations
 
 from ._accumulator import CalibrationAccumulator
+from ._beyond import classwise_calibration_error, smooth_calibration_error
+from ._bootstrap import confidence_interval
 from ._binning import MAX_BIN_SLOTS, MAX_BINS, Convention, Norm, Strategy  # noqa: F401
 from ._diagnostics import label_dependence, loss_breakdown
 from ._metrics import brier_decomposition, brier_score, calibration_error, reliability_diagram
@@ -53,6 +59,7 @@ from ._results import (BrierDecomposition, CalibrationResult, LossBreakdown,
 from ._rows import temperature_objective as _temperature_objective  # noqa: F401
 from ._rows import top_label_from_logits as _top_label_from_logits  # noqa: F401
 from ._temperature import energy_score, fit_temperature
+from ._vector_scaling import fit_vector_scaling
 
 __all__ = [
     "calibration_error",
@@ -68,4 +75,8 @@ __all__ = [
     "loss_breakdown",
     "LossBreakdown",
     "label_dependence",
+    "classwise_calibration_error",
+    "smooth_calibration_error",
+    "confidence_interval",
+    "fit_vector_scaling",
 ]

@@ -15,7 +15,29 @@ from numpy.typing import ArrayLike
 from .. import _validate as _v
 from . import _binning, _rows
 from ._binning import Convention
+from ._beyond import classwise_from_sums, debiased_from_sums
 from ._results import CalibrationResult, diagram_from_sums
+
+
+def _mirrored(v, torchmetrics):
+    """Per-bin sums of ``1 − p`` from those of ``p``: the bins reversed (torchmetrics' extra
+    bin of ``p = 1`` goes to the first bin, where ``1 − p = 0`` lands)."""
+    if not torchmetrics:
+        return v[::-1]
+    out = np.append(v[:-1][::-1], 0.0)
+    out[0] += v[-1]
+    return out
+
+
+def _classwise(ovr, binary, norm, torchmetrics):
+    """Classwise error from the one-vs-rest sums; binary: the positive class and its mirror
+    (forecast 1 − p, outcome 1 − y, in the bins of p reversed)."""
+    if not binary:
+        return classwise_from_sums(*ovr, norm)
+    w, f, o = (v[0] for v in ovr)
+    mirror = tuple(_mirrored(v, torchmetrics) for v in (w, w - f, w - o))
+    return 0.5 * (_binning.error_from_sums(w, f, o, norm)
+                  + _binning.error_from_sums(*mirror, norm))
 
 
 class _Layout:
@@ -298,6 +320,7 @@ class CalibrationAccumulator:
         ovr = stats[layout.ovr:layout.sums].reshape(3, layout.c, slots)
         total, brier, nll, accuracy, confidence = stats[layout.sums:layout.count]
         reliability, resolution, uncertainty = _binning.murphy_from_sums(*ovr)
+        tm = self.convention == "torchmetrics"
         return CalibrationResult(
             count=int(stats[layout.count]),
             weight_sum=float(_rows.scale_by_power_of_two(total, state.exponent)),
@@ -311,6 +334,9 @@ class CalibrationAccumulator:
             nll=float(nll / total),
             accuracy=float(accuracy / total),
             mean_confidence=float(confidence / total),
+            classwise_ece=_classwise(ovr, state.classes == 0, "l1", tm),
+            classwise_rms=_classwise(ovr, state.classes == 0, "l2", tm),
+            debiased_rms=debiased_from_sums(w, c, o, stats[layout.count] / total),
             diagram=diagram_from_sums(self._edges, w, c, o, self.convention,
                                       state.classes == 0, state.exponent),
         )

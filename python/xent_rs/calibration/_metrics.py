@@ -40,7 +40,8 @@ def _binned(probs, labels, n_bins, strategy, convention, from_logits, sample_wei
 def calibration_error(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15,
                       norm: Norm = "l1", strategy: Strategy = "uniform",
                       convention: Convention = "right", from_logits: bool = False,
-                      sample_weight: Optional[ArrayLike] = None) -> float:
+                      sample_weight: Optional[ArrayLike] = None,
+                      debias: bool = False) -> float:
     r"""Top-label (or binary) calibration error: ECE, RMS calibration error or MCE.
 
     With bins :math:`B_b` of the confidences, :math:`n_b` the total weight in bin :math:`b`,
@@ -80,6 +81,19 @@ def calibration_error(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15,
         weight is zero counts as empty. Quantile edges ignore them. Only their ratios
         matter: they are scaled by a power of two before any sum (exact), so uniform weights
         of any magnitude, 1e306 or a subnormal 1e-310, give the unweighted numbers.
+    debias : bool, default False
+        With ``norm="l2"``: the debiased estimator of Kumar et al. 2019 [3]_,
+        ``sqrt(max(Σ_b (n_b/N)(gap_b² − ȳ_b(1 − ȳ_b)/(n_b − 1)), 0))`` over the same bins
+        (``ȳ_b`` the bin's mean outcome; a bin of one sample contributes 0, its weight still
+        counts in N). The plain squared gap overestimates the squared error by about
+        ``ȳ_b(1 − ȳ_b)/n_b`` per bin; this removes it. With ``strategy="quantile"`` it is the
+        ``uncertainty-calibration`` package's ``get_calibration_error(probs, labels, p=2,
+        debias=True, mode="top-label")`` (15 bins there) whenever its equal-mass bins
+        coincide with ``np.percentile``'s (distinct confidences, N ≡ 0 or 1 mod
+        ``n_bins``): both put a value on an edge in the lower bin. With ``sample_weight``,
+        ``n_b`` is the bin's weight in units of the mean weight of the weighted rows (its
+        count when the weights are equal). Another ``norm``: ``ValueError`` naming
+        ``debias``.
 
     Returns
     -------
@@ -98,6 +112,7 @@ def calibration_error(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15,
        using Bayesian binning", AAAI 2015.
     .. [2] C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger, "On calibration of modern neural
        networks", ICML 2017.
+    .. [3] A. Kumar, P. Liang, T. Ma, "Verified uncertainty calibration", NeurIPS 2019.
 
     Examples
     --------
@@ -118,9 +133,24 @@ def calibration_error(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15,
     0.2918
     """
     _v.choice("norm", norm, _binning.NORMS)
+    debias = _v.flag(debias, "debias")
+    if debias and norm != "l2":
+        raise ValueError(f"debias: the debiased estimator is defined for norm='l2' only; "
+                         f"got norm={norm!r}")
     _, (total, conf_sum, outcome_sum), _, _ = _binned(probs, labels, n_bins, strategy,
                                                       convention, from_logits, sample_weight)
+    if debias:
+        from ._beyond import debiased_from_sums
+        return debiased_from_sums(total, conf_sum, outcome_sum,
+                                  _count_per_weight(sample_weight, total.sum()))
     return _binning.error_from_sums(total, conf_sum, outcome_sum, norm)
+
+
+def _count_per_weight(sample_weight, total):
+    """Rows of positive weight per unit of (scaled) total weight; 1 without weights."""
+    if sample_weight is None:
+        return 1.0
+    return float(np.count_nonzero(np.asarray(sample_weight, dtype=np.float64))) / total
 
 
 def reliability_diagram(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15,

@@ -193,6 +193,13 @@ class CalibrationResult:
         Top-label accuracy; for binary input, of the prediction ``p > 0.5``.
     mean_confidence : float
         Mean confidence (binary: mean p(positive)).
+    classwise_ece, classwise_rms : float
+        :func:`classwise_calibration_error` with ``norm="l1"`` and ``"l2"`` (uniform bins).
+        For binary input, class 0's forecasts ``1 − p`` are binned by the mirrored bins of
+        ``p``, which differs from the one-shot function only for a ``p`` exactly on an edge.
+    debiased_rms : float
+        ``calibration_error(..., norm="l2", debias=True)`` (Kumar et al. 2019); with sample
+        weights, a bin's ``n_b`` is its weight times rows seen over total weight.
     diagram : ReliabilityDiagram
         The bins (uniform), with ``plot``.
     """
@@ -209,6 +216,9 @@ class CalibrationResult:
     nll: float
     accuracy: float
     mean_confidence: float
+    classwise_ece: float
+    classwise_rms: float
+    debiased_rms: float
     diagram: ReliabilityDiagram
 
     def as_dict(self) -> dict:
