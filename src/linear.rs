@@ -287,6 +287,14 @@ fn row_loss<T: LinearReal>(
     loss
 }
 
+/// `grad_weight` as one slice of `V_SLICE` rows per job (empty slices when `d` is 0).
+fn weight_slices<T>(gw: &mut [T], d: usize, n: usize) -> Vec<&mut [T]> {
+    if d == 0 {
+        return (0..n).map(|_| &mut [][..]).collect();
+    }
+    gw.chunks_mut(V_SLICE * d).collect()
+}
+
 /// Loss of every row (and the gradients) of the fused linear + cross-entropy; returns the sum
 /// of the row losses (f64, summed in a fixed order). Inconsistent inputs are an [`Error`],
 /// checked before anything is written; so are scratch memory that cannot be had and a
@@ -473,7 +481,7 @@ pub fn linear_cross_entropy<T: LinearReal>(
             let jobs: Vec<_> = slices
                 .iter()
                 .copied()
-                .zip(gw.chunks_mut(V_SLICE * d.max(1)))
+                .zip(weight_slices(gw, d, slices.len()))
                 .zip(gb_slices)
                 .collect();
             map_jobs(jobs, work, |(((v0, v1), gw), gb)| {

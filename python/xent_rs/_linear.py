@@ -162,9 +162,10 @@ def _linear_ce(hidden, weight, target, bias, ignore_index, label_smoothing, z_lo
     chunk = _chunk(chunk_size)
 
     dt = _compute_dtype(h, w, b)
-    hc, wc, bc = _as(h.reshape(-1, d), dt), _as(w, dt), _as(b, dt)
+    n = math.prod(batch_shape)
+    hc, wc, bc = _as(h.reshape(n, d), dt), _as(w, dt), _as(b, dt)
     divisor = _core.cce_check_labels(labels, v, ignore_index, None)
-    n = labels.size
+    chunk = min(chunk, max(n, 1))
     losses = np.empty(n, dt) if reduction == "none" else None
     grads = (np.empty((n, d), dt), np.empty((v, d), dt),
              np.empty(v, dt) if b is not None else None) if return_grad else (None,) * 3

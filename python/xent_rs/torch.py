@@ -674,7 +674,7 @@ def linear_cross_entropy(e: Tensor, c: Tensor, targets: Tensor, bias: Optional[T
         logits = F.linear(e, c, bias)
         if softcap is not None:
             logits = softcap * torch.tanh(logits / softcap)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                targets.reshape(-1), ignore_index=ignore_index,
                                reduction=reduction)
         return loss.reshape(targets.shape) if reduction == "none" else loss
