@@ -176,6 +176,7 @@ def linear_rows(shapes=None, reps=2):
         for _ in range(reps):  # interleaved, so that load changes hit every implementation
             for impl in IMPLS:
                 times[impl] = min(times[impl], best_time(make(impl, h, w, t), 1))
+                print(f"{shape} {impl}: {times[impl]:.2f} s", file=sys.stderr, flush=True)
         del h, w, t
         memory = {impl: measure_memory(impl, shape)[0] for impl in IMPLS}
         rows.append(dict(shape=shape, threads=THREADS, seconds=times, extra_bytes=memory))

@@ -29,11 +29,11 @@ const V_SLICE: usize = 1024;
 
 /// Bytes of logits a chunk may hold when the caller does not choose `R`. Each chunk streams
 /// `weight` through the row phase's two blocks and `grad_weight` through the last phase, about
-/// `2/R` bytes of memory traffic per flop, and its products repack their `R`-row operands per
-/// slice of `V`: a few hundred rows make both small against the products (measured: `R` of 240
-/// cost 10% more than 500 at `V = 50257`), while 96 MiB stays a few per cent of the unfused
-/// computation's logits, their softmax and their gradient (three `N × V` arrays).
-const CHUNK_BYTES: usize = 96 << 20;
+/// `2/R` bytes of memory traffic per flop: a few hundred rows make that small against the
+/// products (measured at `4096 × 768 × 50257`, 2 threads: the same CPU time for `R` = 240 and
+/// 496, 5% more for 160), while 48 MiB keeps the extra memory under a tenth of what the unfused
+/// computation holds (its logits, their softmax and their gradient: three `N × V` arrays).
+const CHUNK_BYTES: usize = 48 << 20;
 
 /// Rows per chunk when none is given: as many as fit [`CHUNK_BYTES`] of logits, a multiple of
 /// 16 between 16 and 4096, and no more than the batch.

@@ -101,8 +101,8 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
         Also return ``grad_hidden`` (``hidden``'s shape), ``grad_weight`` and, when ``bias``
         is given, ``grad_bias``, each in its input's dtype, scaled like the loss.
     chunk_size : int > 0, optional
-        Rows per chunk; by default as many as fit 96 MiB of logits (a multiple of 16 in
-        [16, 4096]), e.g. 496 rows for ``V = 50257`` in float32.
+        Rows per chunk; by default as many as fit 48 MiB of logits (a multiple of 16 in
+        [16, 4096]), e.g. 240 rows for ``V = 50257`` in float32.
 
     Returns
     -------
