@@ -319,3 +319,13 @@ def energy_margin_loss(
 ) -> Any: ...
 
 # --- linear cross-entropy and InfoNCE (issue 13) ---
+def linear_cross_entropy(
+    hidden: npt.ArrayLike, weight: npt.ArrayLike, target: npt.ArrayLike, *,
+    bias: Optional[npt.ArrayLike] = ..., ignore_index: int = ..., label_smoothing: float = ...,
+    z_loss: float = ..., softcap: Optional[float] = ..., reduction: Reduction = ...,
+    return_grad: bool = ..., chunk_size: Optional[int] = ...,
+) -> Any: ...
+def info_nce(
+    a: npt.ArrayLike, b: npt.ArrayLike, *, temperature: float = ..., symmetric: bool = ...,
+    reduction: Reduction = ..., return_grad: bool = ...,
+) -> Any: ...

@@ -100,3 +100,17 @@ def bootstrap_sums(
     written to ``out`` (the weights' scheme is documented in the core's bootstrap module)."""
 
 # --- linear cross-entropy and InfoNCE (issue 13) ---
+def linear_cross_entropy(
+    hidden: FloatArray, weight: FloatArray, bias: Optional[FloatArray], labels: IndexArray,
+    d: int, v: int, ignore_index: int, label_smoothing: float, z_loss: float,
+    softcap: Optional[float], divisor: float, scale: float, chunk_rows: int,
+    losses: Optional[FloatArray] = None, grad_hidden: Optional[FloatArray] = None,
+    grad_weight: Optional[FloatArray] = None, grad_bias: Optional[FloatArray] = None,
+    row_weight: Optional[FloatArray] = None,
+) -> float:
+    """Fused ``cross_entropy(scale · hidden @ weight.T + bias, labels)`` over row chunks
+    (float32 or float64, all arrays of hidden's dtype); fills the given outputs (gradients
+    divided by ``divisor``, row i's times ``row_weight[i]``), returns the loss sum.
+    ``chunk_rows`` 0: chosen from the shapes."""
+def linear_auto_chunk_rows(n: int, v: int, elem_bytes: int) -> int:
+    """The rows per chunk ``linear_cross_entropy`` uses when ``chunk_rows`` is 0."""

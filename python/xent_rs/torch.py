@@ -52,6 +52,7 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "CrossEntropyLoss",
     "BCEWithLogitsLoss",
+    "linear_cross_entropy",
 ]
 
 #: Input dtypes the kernels take; any other goes to torch.nn.functional.
@@ -570,3 +571,168 @@ class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
 
 
 # --- linear_cross_entropy (issue 13) ---
+
+@torch.library.custom_op("xent_rs::linear_cross_entropy", mutates_args=(), device_types="cpu")
+def _linear_ce_op(e: Tensor, c: Tensor, targets: Tensor, bias: Optional[Tensor],
+                  ignore_index: int, softcap: Optional[float], reduction: str,
+                  need_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Fused ``cross_entropy(e @ c.T + bias, targets)`` without the logits; returns
+    ``(loss, grad_e, grad_c, grad_bias)``, the gradients of the reduced loss (empty unless
+    ``need_grad``; ``grad_bias`` empty without a bias; never for ``"none"``, whose backward
+    is :func:`_linear_ce_backward_op`)."""
+    need = need_grad and reduction != "none"
+    res = _xr.linear_cross_entropy(
+        _numpy(e), _numpy(c), _numpy(targets), bias=None if bias is None else _numpy(bias),
+        ignore_index=ignore_index, softcap=softcap, reduction=reduction, return_grad=need)
+    if not need:
+        return (_linear_loss(res, reduction, e), e.new_empty((0,)), c.new_empty((0,)),
+                e.new_empty((0,)))
+    gb = _tensor(res[3], bias.dtype) if bias is not None else e.new_empty((0,))
+    return (_linear_loss(res[0], reduction, e), _tensor(res[1], e.dtype),
+            _tensor(res[2], c.dtype), gb)
+
+
+def _linear_loss(loss: Any, reduction: str, e: Tensor) -> Tensor:
+    """The loss (float32 or float64 from the core) in ``e``'s dtype, as PyTorch gives it."""
+    if reduction == "none":
+        return torch.from_numpy(np.asarray(loss)).to(e.dtype)
+    return torch.scalar_tensor(float(loss), dtype=e.dtype)
+
+
+@_linear_ce_op.register_fake
+def _linear_ce_fake(e: Tensor, c: Tensor, targets: Tensor, bias: Optional[Tensor],
+                    ignore_index: int, softcap: Optional[float], reduction: str,
+                    need_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    need = need_grad and reduction != "none"
+    loss = e.new_empty(e.shape[:-1] if reduction == "none" else ())
+    return (loss, e.new_empty(e.shape if need else (0,)), c.new_empty(c.shape if need else (0,)),
+            e.new_empty(bias.shape if need and bias is not None else (0,)))
+
+
+@torch.library.custom_op("xent_rs::linear_cross_entropy_backward", mutates_args=(),
+                         device_types="cpu")
+def _linear_ce_backward_op(e: Tensor, c: Tensor, targets: Tensor, bias: Optional[Tensor],
+                           grad_loss: Tensor, ignore_index: int,
+                           softcap: Optional[float]) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of ``Σ_i grad_loss[i] · loss_i`` (per-row losses): ``(grad_e, grad_c,
+    grad_bias)`` (``grad_bias`` empty without a bias), recomputed chunk by chunk."""
+    from xent_rs._linear import _fused
+
+    gh, gw, gb = _fused(_numpy(e), _numpy(c), _numpy(targets),
+                        None if bias is None else _numpy(bias), ignore_index, softcap,
+                        _numpy(grad_loss.to(e.dtype if e.dtype == torch.float64
+                                            else torch.float32)))
+    return (_tensor(gh, e.dtype), _tensor(gw, c.dtype),
+            _tensor(gb, bias.dtype) if bias is not None else e.new_empty((0,)))
+
+
+@_linear_ce_backward_op.register_fake
+def _linear_ce_backward_fake(e: Tensor, c: Tensor, targets: Tensor, bias: Optional[Tensor],
+                             grad_loss: Tensor, ignore_index: int,
+                             softcap: Optional[float]) -> tuple[Tensor, Tensor, Tensor]:
+    return (e.new_empty(e.shape), c.new_empty(c.shape),
+            e.new_empty(bias.shape if bias is not None else (0,)))
+
+
+def _linear_ce_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
+    e, c, targets, bias, ignore_index, softcap, reduction, need_grad = inputs
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)
+    ctx.reduction, ctx.need_grad, ctx.has_bias = reduction, need_grad, bias is not None
+    ctx.ignore_index, ctx.softcap = ignore_index, softcap
+    if reduction == "none":
+        ctx.save_for_backward(e, c, targets, bias)
+    else:
+        ctx.save_for_backward(*output[1:])
+
+
+def _linear_ce_backward(ctx: Any, grad_loss: Optional[Tensor], *_unused: Any) -> tuple:
+    none = (None,) * 8
+    if grad_loss is None:
+        return none
+    if ctx.needs_input_grad[2]:
+        raise NotImplementedError("xent_rs.torch.linear_cross_entropy: targets have no gradient")
+    if not ctx.need_grad:
+        raise RuntimeError(
+            "xent_rs.torch: the operator ran with need_grad=False, so it has no gradient to "
+            "give; call it with need_grad=True when e, c or bias requires grad")
+    if ctx.reduction == "none":
+        e, c, targets, bias = ctx.saved_tensors
+        ge, gc, gb = torch.ops.xent_rs.linear_cross_entropy_backward(
+            e, c, targets, bias, grad_loss, ctx.ignore_index, ctx.softcap)
+    else:
+        ge, gc, gb = ctx.saved_tensors
+        if not _eager_one(grad_loss):
+            ge, gc, gb = ge * grad_loss, gc * grad_loss, gb * grad_loss
+    return (ge, gc, None, gb if ctx.has_bias else None) + (None,) * 4
+
+
+_linear_ce_op.register_autograd(_linear_ce_backward, setup_context=_linear_ce_setup)
+
+
+def linear_cross_entropy(e: Tensor, c: Tensor, targets: Tensor, bias: Optional[Tensor] = None,
+                         ignore_index: int = -100, softcap: Optional[float] = None,
+                         reduction: str = "mean") -> Tensor:
+    r"""Cross-entropy of ``e @ c.T + bias`` without materialising the logits (autograd).
+
+    Apple Cut Cross-Entropy's ``linear_cross_entropy`` arguments (Wijmans et al. 2024):
+    embeddings ``e (..., D)``, classifier ``c (V, D)``, ``targets e.shape[:-1]``, optional
+    ``bias (V,)``, ``softcap`` :math:`s` (logits :math:`s \tanh(z/s)`), ``reduction`` one of
+    ``"mean"``, ``"sum"``, ``"none"``. CPU tensors run on :func:`xent_rs.linear_cross_entropy`
+    (float32 compute; float64 in float64; 16-bit accumulated in float32), registered as
+    ``torch.ops.xent_rs.linear_cross_entropy`` for ``torch.compile`` and ``opcheck``. With a
+    reduced loss the gradients come from the forward pass (the logits are made once); with
+    ``"none"`` the backward recomputes them chunk by chunk, weighted by the upstream
+    gradient. Other devices or dtypes use ``F.linear`` + ``F.cross_entropy``.
+
+    Parameters
+    ----------
+    e : Tensor, shape (..., D)
+        Embeddings (the last hidden states).
+    c : Tensor, shape (V, D)
+        Classifier weights.
+    targets : Tensor of int, shape ``e.shape[:-1]``
+        Class indices in ``[0, V)`` or ``ignore_index``.
+    bias : Tensor, shape (V,), optional
+    ignore_index : int, default -100
+    softcap : float > 0, optional
+    reduction : {"mean", "sum", "none"}
+
+    Returns
+    -------
+    Tensor
+        The loss (``e``'s dtype): a scalar, or ``e.shape[:-1]`` for ``"none"``.
+
+    Examples
+    --------
+    >>> import torch, xent_rs.torch as xt
+    >>> e = torch.randn(8, 4, requires_grad=True); c = torch.randn(10, 4, requires_grad=True)
+    >>> loss = xt.linear_cross_entropy(e, c, torch.randint(0, 10, (8,)))
+    >>> loss.backward(); e.grad.shape, c.grad.shape
+    (torch.Size([8, 4]), torch.Size([10, 4]))
+    """
+    _tensor_arg(e, "e")
+    _tensor_arg(c, "c")
+    _tensor_arg(targets, "targets")
+    _tensor_arg(bias, "bias", optional=True)
+    reduction = _v.reduction(reduction)
+    if softcap is not None:
+        softcap = _v.positive_real(softcap, "softcap")
+    ignore_index = _v.integer(ignore_index, "ignore_index")
+    tensors = (e, c, bias)
+    on_kernels = all(
+        t is None or (t.device.type == "cpu" and t.layout == torch.strided
+                      and t.dtype in KERNEL_DTYPES
+                      and not (t.dtype == torch.bfloat16 and _BFLOAT16 is None))
+        for t in tensors) and targets.device.type == "cpu" and not targets.is_floating_point()
+    if not on_kernels:
+        logits = F.linear(e, c, bias)
+        if softcap is not None:
+            logits = softcap * torch.tanh(logits / softcap)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                               targets.reshape(-1), ignore_index=ignore_index,
+                               reduction=reduction)
+        return loss.reshape(targets.shape) if reduction == "none" else loss
+    need = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return torch.ops.xent_rs.linear_cross_entropy(
+        e, c, targets, bias, ignore_index, softcap, reduction, need)[0]
