@@ -22,7 +22,7 @@
 use crate::cce::{cce_row, check_labels, CceSpec, Derivs, RowResult, RowTarget};
 use crate::error::{check_len, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum};
-use crate::real::{exp_sum, Real};
+use crate::real::Real;
 
 /// Columns of `V` per job of the logits and `grad_weight` phases.
 const V_SLICE: usize = 1024;
@@ -243,13 +243,13 @@ fn cap<T: LinearReal>(x: &mut [T], c: f64) {
 }
 
 /// Loss and (into `row`, when `grad`) gradient with respect to the capped logits of one row
-/// whose logits are in `row`; `scratch` and `probs` are rows of scratch space.
+/// whose logits are in `row`; `scratch` is a row of scratch space. The z-loss is the row
+/// kernel's own (`cce` carries it); the soft cap's chain rule is applied here, because the
+/// cap was applied to the whole chunk before the row kernel ran.
 #[inline]
-#[allow(clippy::too_many_arguments)]
 fn row_loss<T: LinearReal>(
     row: &mut [T],
     scratch: &mut [T],
-    probs: &mut [T],
     target: RowTarget<'_, f64>,
     spec: &LinearSpec,
     cce: &CceSpec<'_>,
@@ -262,18 +262,8 @@ fn row_loss<T: LinearReal>(
     } else {
         Derivs::None
     };
-    let RowResult { mut loss, lse } = cce_row(scratch, target, cce, derivs);
+    let RowResult { loss, z, .. } = cce_row(scratch, target, cce, derivs);
     let counted = !matches!(target, RowTarget::Ignored);
-    if spec.z_loss != 0.0 && counted {
-        loss += spec.z_loss * lse * lse;
-        if grad && lse.is_finite() {
-            exp_sum(scratch, lse, Some(probs));
-            let f = 2.0 * spec.z_loss * lse / spec.divisor;
-            for (g, &p) in row.iter_mut().zip(probs.iter()) {
-                *g = T::from_f64(g.to_f64() + f * p.to_f64());
-            }
-        }
-    }
     if let (Some(c), true) = (spec.softcap, grad && counted) {
         let inv = 1.0 / c;
         for (g, &y) in row.iter_mut().zip(scratch.iter()) {
@@ -284,7 +274,7 @@ fn row_loss<T: LinearReal>(
     } else if grad && counted && row_weight != 1.0 {
         T::scale(row, row_weight);
     }
-    loss
+    loss + z
 }
 
 /// `grad_weight` as one slice of `V_SLICE` rows per job (empty slices when `d` is 0).
@@ -329,6 +319,12 @@ pub fn linear_cross_entropy<T: LinearReal>(
         label_smoothing: spec.label_smoothing,
         divisor: spec.divisor,
         want_lse: false,
+        // No class weights here, so the mean's divisor is also the z-loss's (Liger's
+        // non-ignored row count).
+        z_loss: spec.z_loss,
+        z_divisor: spec.divisor,
+        // The cap is applied to the chunk's logits before the row kernel (see `cap`).
+        softcap: None,
     };
     let mut buf = try_vec(
         r_max
@@ -410,11 +406,6 @@ pub fn linear_cross_entropy<T: LinearReal>(
             .collect();
         let block_sums = map_jobs(jobs, work, |(b, ((g, gh), mut ls))| -> Result<f64, Error> {
             let mut scratch = try_vec(v, T::ZERO)?;
-            let mut probs = if want_grad && spec.z_loss != 0.0 {
-                try_vec(v, T::ZERO)?
-            } else {
-                Vec::new()
-            };
             let mut sum = 0.0;
             let brows = g.len() / v;
             for (i, row) in g.chunks_mut(v).enumerate() {
@@ -427,16 +418,7 @@ pub fn linear_cross_entropy<T: LinearReal>(
                 let rw = inp
                     .row_weight
                     .map_or(1.0, |w| w[row0 + b * rb + i].to_f64());
-                let l = row_loss(
-                    row,
-                    &mut scratch,
-                    &mut probs,
-                    target,
-                    spec,
-                    &cce,
-                    want_grad,
-                    rw,
-                );
+                let l = row_loss(row, &mut scratch, target, spec, &cce, want_grad, rw);
                 sum += l;
                 if let Some(ls) = ls.as_deref_mut() {
                     ls[i] = T::from_f64(l);
