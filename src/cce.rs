@@ -24,44 +24,7 @@ use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
 use crate::real::{exp_sum, row_max, widened, Real};
 use crate::rowstats::RowStats;
-
-/// One row's target.
-#[derive(Clone, Copy)]
-pub enum RowTarget<'a, Y> {
-    /// The index equals `ignore_index`: loss, gradient and Hessian are zero.
-    Ignored,
-    /// A class index in `[0, K)`.
-    Index(usize),
-    /// A row of class probabilities (length `K`), of their own dtype.
-    Probs(&'a [Y]),
-}
-
-/// The targets of a whole batch.
-#[derive(Clone, Copy)]
-pub enum Targets<'a, Y> {
-    /// One label per row, each in `[0, K)` or equal to `ignore_index` (checked).
-    Index {
-        labels: &'a [i64],
-        ignore_index: i64,
-    },
-    /// `N × K` probabilities, row-major.
-    Probs(&'a [Y]),
-}
-
-impl<Y> Targets<'_, Y> {
-    fn row(&self, r: usize, k: usize) -> RowTarget<'_, Y> {
-        match *self {
-            Targets::Index {
-                labels,
-                ignore_index,
-            } => match labels[r] {
-                t if t == ignore_index => RowTarget::Ignored,
-                t => RowTarget::Index(t as usize),
-            },
-            Targets::Probs(y) => RowTarget::Probs(&y[r * k..(r + 1) * k]),
-        }
-    }
-}
+use crate::targets::{check_labels, RowTarget, Targets};
 
 /// Parameters shared by every row.
 #[derive(Clone, Copy)]
@@ -154,35 +117,6 @@ pub struct RowResult {
 pub struct CceSums {
     pub loss: f64,
     pub z: f64,
-}
-
-/// Checks every label (each in `[0, K)` or equal to `ignore_index`) and the weight's length,
-/// and returns the `reduction="mean"` divisor: the sum of `weight[label]` over non-ignored
-/// rows (their count without weights).
-pub fn check_labels(
-    labels: &[i64],
-    k: usize,
-    ignore_index: i64,
-    weight: Option<&[f64]>,
-) -> Result<f64, Error> {
-    check_len(weight, k, "weight")?;
-    let mut total = 0.0;
-    for (position, &t) in labels.iter().enumerate() {
-        if t == ignore_index {
-            continue;
-        }
-        if t < 0 || t as u64 >= k as u64 {
-            return Err(Error::Label {
-                arg: "target",
-                position,
-                value: t,
-                k,
-                ignore_index: Some(ignore_index),
-            });
-        }
-        total += weight.map_or(1.0, |w| w[t as usize]);
-    }
-    Ok(total)
 }
 
 /// What a row's target contributes, read from the logits before they may be overwritten.
@@ -1191,20 +1125,6 @@ mod tests {
             assert_eq!(s, s1);
             assert_eq!(g, g1);
         }
-    }
-
-    #[test]
-    fn labels_are_checked() {
-        assert_eq!(check_labels(&[0, 2, -100], 3, -100, None), Ok(2.0));
-        let bad = |position, value| Error::Label {
-            arg: "target",
-            position,
-            value,
-            k: 3,
-            ignore_index: Some(-100),
-        };
-        assert_eq!(check_labels(&[0, 3], 3, -100, None), Err(bad(1, 3)));
-        assert_eq!(check_labels(&[-1], 3, -100, None), Err(bad(0, -1)));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //!
 //! * [`element`]: the element types (conversions only; imports nothing);
 //! * [`rowstats`]: the statistics every softmax-family row computes, and their f64 forms;
+//! * [`targets`]: index or probability targets of the softmax-family kernels, and the label
+//!   check;
 //! * [`simd`]: instruction-set detection, vector math, one generic dispatch (knows no loss);
 //! * [`real`]: the row primitives per element type, dispatched to [`simd`];
 //! * [`error`]: the core's typed errors (a leaf);
@@ -28,6 +30,7 @@ pub mod real;
 pub mod rowstats;
 pub mod simd;
 pub mod softmax;
+pub mod targets;
 #[cfg(test)]
 mod testing;
 
@@ -45,6 +48,7 @@ mod layering {
         ("parallel", 1, include_str!("parallel.rs")),
         ("testing", 0, include_str!("testing.rs")),
         ("rowstats", 1, include_str!("rowstats.rs")),
+        ("targets", 1, include_str!("targets.rs")),
         ("simd", 2, include_str!("simd/mod.rs")),
         ("simd", 2, include_str!("simd/vector.rs")),
         ("simd", 2, include_str!("simd/x86.rs")),

@@ -37,41 +37,7 @@ use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt, CHUNK_ELEMS};
 use crate::real::{exp_sum, row_max, widened, Real};
 use crate::rowstats::{ExpSum, RowStats};
-
-/// The targets of a batch.
-#[derive(Clone, Copy)]
-pub enum Targets<'a, Y> {
-    /// One label per row, each in `[0, K)` or equal to `ignore_index` (checked).
-    Index {
-        labels: &'a [i64],
-        ignore_index: i64,
-    },
-    /// `N × K` class probabilities, row-major.
-    Probs(&'a [Y]),
-}
-
-/// One row's target.
-#[derive(Clone, Copy)]
-enum RowTarget<'a, Y> {
-    Ignored,
-    Index(usize),
-    Probs(&'a [Y]),
-}
-
-impl<Y> Targets<'_, Y> {
-    fn row(&self, r: usize, k: usize) -> RowTarget<'_, Y> {
-        match *self {
-            Targets::Index {
-                labels,
-                ignore_index,
-            } => match labels[r] {
-                t if t == ignore_index => RowTarget::Ignored,
-                t => RowTarget::Index(t as usize),
-            },
-            Targets::Probs(y) => RowTarget::Probs(&y[r * k..(r + 1) * k]),
-        }
-    }
-}
+use crate::targets::{self, RowTarget, Targets};
 
 /// Which loss of the softmax family, with its parameter.
 #[derive(Clone, Copy, Debug)]
@@ -156,23 +122,7 @@ pub struct Outputs<'a, T> {
 
 /// Checks labels (each in `[0, K)` or `ignore_index`); returns the number of non-ignored rows.
 pub fn check_labels(labels: &[i64], k: usize, ignore_index: i64) -> Result<usize, Error> {
-    let mut n = 0;
-    for (position, &t) in labels.iter().enumerate() {
-        if t == ignore_index {
-            continue;
-        }
-        if t < 0 || t as u64 >= k as u64 {
-            return Err(Error::Label {
-                arg: "target",
-                position,
-                value: t,
-                k,
-                ignore_index: Some(ignore_index),
-            });
-        }
-        n += 1;
-    }
-    Ok(n)
+    Ok(targets::check_labels(labels, k, ignore_index, None)? as usize)
 }
 
 /// `p`, `1 − p` of a class from its exponential `e = exp(x − m)` and the row's sum.

@@ -9,8 +9,9 @@ use super::args::{
 };
 use super::detach::run_detached;
 use crate::error::Error;
-use crate::losses::{self, EnergySpec, Family, FamilySpec, Logits, Outputs, Side, Targets};
+use crate::losses::{self, EnergySpec, Family, FamilySpec, Logits, Outputs, Side};
 use crate::real::Real;
+use crate::targets::Targets;
 
 /// The loss `family_forward_backward` computes, with its parameter.
 fn family_of(name: &str, param: f64) -> PyResult<Family> {

@@ -16,11 +16,12 @@ use pyo3::prelude::*;
 
 use crate::bce::{self, Bcast, BceOutputs, BceSpec};
 use crate::calib;
-use crate::cce::{self, CceOutputs, CceSpec, Logits, Targets};
+use crate::cce::{self, CceOutputs, CceSpec, Logits};
 use crate::error::Error;
 use crate::parallel;
 use crate::real::Real;
 use crate::softmax::{self, RowFn};
+use crate::targets::{self, Targets};
 use args::{data, data_mut, each_float, input, output, to_py, Factor, Floats, Labels, Probs};
 use detach::run_detached;
 
@@ -39,7 +40,7 @@ fn cce_check_labels(
         input(weight.as_ref(), "weight")?,
     );
     let (t, w) = (data(&t, "target")?.unwrap_or(&[]), data(&w, "weight")?);
-    run_detached(py, t.len(), || cce::check_labels(t, k, ignore_index, w))
+    run_detached(py, t.len(), || targets::check_labels(t, k, ignore_index, w))
 }
 
 #[allow(clippy::too_many_arguments)]
