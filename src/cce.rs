@@ -19,12 +19,12 @@
 //! reciprocal). Terms whose target mass is exactly zero are skipped, so a masked (`-inf`)
 //! class costs nothing unless the target puts mass on it (then the loss is `+inf`).
 
+use crate::batch::{check_labels, Logits, RowTarget, Targets};
 use crate::element::Element;
 use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
 use crate::real::{exp_sum, row_max, widened, Real};
 use crate::rowstats::RowStats;
-use crate::targets::{check_labels, RowTarget, Targets};
 
 /// Parameters shared by every row.
 #[derive(Clone, Copy)]
@@ -585,12 +585,6 @@ pub struct CceOutputs<'a, T> {
     pub lse: Option<&'a mut [T]>,
     pub grad: Option<&'a mut [T]>,
     pub hess: Option<&'a mut [T]>,
-}
-
-/// The logits of a batch: read-only, or the gradient buffer itself (in place).
-pub enum Logits<'a, T> {
-    Separate(&'a [T]),
-    InGrad,
 }
 
 /// In place, rows up to this many classes are copied to a scratch row (one pass fewer);

@@ -5,8 +5,8 @@
 //!
 //! * [`element`]: the element types (conversions only; imports nothing);
 //! * [`rowstats`]: the statistics every softmax-family row computes, and their f64 forms;
-//! * [`targets`]: index or probability targets of the softmax-family kernels, and the label
-//!   check;
+//! * [`batch`]: what a softmax-family batch reads (logits in place or not, index or probability
+//!   targets) and the label check;
 //! * [`simd`]: instruction-set detection, vector math, one generic dispatch (knows no loss);
 //! * [`real`]: the row primitives per element type, dispatched to [`simd`];
 //! * [`error`]: the core's typed errors (a leaf);
@@ -17,6 +17,7 @@
 //! * composite kernels built on a row kernel: [`linear`] (fused linear + cross-entropy);
 //! * `bindings`: PyO3 only, the one module that names Python.
 
+pub mod batch;
 pub mod bce;
 pub mod bootstrap;
 pub mod calib;
@@ -30,7 +31,6 @@ pub mod real;
 pub mod rowstats;
 pub mod simd;
 pub mod softmax;
-pub mod targets;
 #[cfg(test)]
 mod testing;
 
@@ -48,7 +48,7 @@ mod layering {
         ("parallel", 1, include_str!("parallel.rs")),
         ("testing", 0, include_str!("testing.rs")),
         ("rowstats", 1, include_str!("rowstats.rs")),
-        ("targets", 1, include_str!("targets.rs")),
+        ("batch", 1, include_str!("batch.rs")),
         ("simd", 2, include_str!("simd/mod.rs")),
         ("simd", 2, include_str!("simd/vector.rs")),
         ("simd", 2, include_str!("simd/x86.rs")),

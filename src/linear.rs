@@ -19,11 +19,11 @@
 //! The products are the `gemm` crate's (run-time CPU dispatch; called single-threaded inside
 //! each job, the library's pool supplies the parallelism).
 
+use crate::batch::{check_labels, RowTarget};
 use crate::cce::{cce_row, CceSpec, Derivs, RowResult};
 use crate::error::{check_len, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum};
 use crate::real::Real;
-use crate::targets::{check_labels, RowTarget};
 
 /// Columns of `V` per job of the logits and `grad_weight` phases.
 const V_SLICE: usize = 1024;

@@ -32,12 +32,12 @@
 //! `relu(m − E)²` (outliers) with `E = −T·logsumexp(x/T) = −m_x − T log Σ exp((x − m_x)/T)`;
 //! `∂E/∂x = −softmax(x/T)`.
 
+use crate::batch::{self, Logits, RowTarget, Targets};
 use crate::element::Element;
 use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt, CHUNK_ELEMS};
 use crate::real::{exp_sum, row_max, widened, Real};
 use crate::rowstats::{ExpSum, RowStats};
-use crate::targets::{self, RowTarget, Targets};
 
 /// Which loss of the softmax family, with its parameter.
 #[derive(Clone, Copy, Debug)]
@@ -108,12 +108,6 @@ impl FamilySpec<'_> {
     }
 }
 
-/// The logits of a batch: read-only, or the gradient buffer itself (in place).
-pub enum Logits<'a, T> {
-    Separate(&'a [T]),
-    InGrad,
-}
-
 /// Output buffers: per-row losses (`N`) and the gradient (`N × K`).
 pub struct Outputs<'a, T> {
     pub losses: Option<&'a mut [T]>,
@@ -122,7 +116,7 @@ pub struct Outputs<'a, T> {
 
 /// Checks labels (each in `[0, K)` or `ignore_index`); returns the number of non-ignored rows.
 pub fn check_labels(labels: &[i64], k: usize, ignore_index: i64) -> Result<usize, Error> {
-    Ok(targets::check_labels(labels, k, ignore_index, None)? as usize)
+    Ok(batch::check_labels(labels, k, ignore_index, None)? as usize)
 }
 
 /// `p`, `1 − p` of a class from its exponential `e = exp(x − m)` and the row's sum.

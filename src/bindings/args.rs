@@ -10,6 +10,7 @@ use numpy::{
 use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::batch::Targets;
 use crate::error::Error;
 
 /// Logits of any accepted dtype, not yet borrowed (an in-place call borrows them as `out`).
@@ -136,3 +137,19 @@ pub fn data_mut<'a, T: NpElement>(
 
 pub type Labels<'py> = Option<Bound<'py, PyArray1<i64>>>;
 pub type Factor<'py> = Option<Bound<'py, PyArray1<f64>>>;
+
+/// The targets of a softmax-family call: index labels or probabilities, exactly one of them.
+pub fn targets<'a, Y>(
+    labels: Option<&'a [i64]>,
+    probs: Option<&'a [Y]>,
+    ignore_index: i64,
+) -> PyResult<Targets<'a, Y>> {
+    match (labels, probs) {
+        (Some(labels), None) => Ok(Targets::Index {
+            labels,
+            ignore_index,
+        }),
+        (None, Some(y)) => Ok(Targets::Probs(y)),
+        _ => Err(to_py(Error::TargetKind)),
+    }
+}

@@ -5,13 +5,12 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::args::{
-    data, data_mut, each_float, input, output, to_py, Factor, Floats, Labels, Probs,
+    data, data_mut, each_float, input, output, targets, Factor, Floats, Labels, Probs,
 };
 use super::detach::run_detached;
-use crate::error::Error;
-use crate::losses::{self, EnergySpec, Family, FamilySpec, Logits, Outputs, Side};
+use crate::batch::Logits;
+use crate::losses::{self, EnergySpec, Family, FamilySpec, Outputs, Side};
 use crate::real::Real;
-use crate::targets::Targets;
 
 /// The loss `family_forward_backward` computes, with its parameter.
 fn family_of(name: &str, param: f64) -> PyResult<Family> {
@@ -43,14 +42,7 @@ fn family_typed<T: Real + NpElement, Y: Real + NpElement>(
     let a = input(alpha.as_ref(), "alpha")?;
     let y = input(probs, "target")?;
     let (mut l, mut g) = (output::<T>(losses, "losses")?, output::<T>(grad, "out")?);
-    let targets = match (data(&t, "target")?, data(&y, "target")?) {
-        (Some(labels), None) => Targets::Index {
-            labels,
-            ignore_index,
-        },
-        (None, Some(y)) => Targets::Probs(y),
-        _ => return Err(to_py(Error::TargetKind)),
-    };
+    let targets = targets(data(&t, "target")?, data(&y, "target")?, ignore_index)?;
     let elems = logits.len();
     let logits = data(&x, "logits")?.map_or(Logits::InGrad, Logits::Separate);
     let spec = FamilySpec {

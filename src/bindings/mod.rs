@@ -14,15 +14,14 @@ use numpy::{Element as NpElement, PyArray1, PyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use crate::batch::{self, Logits};
 use crate::bce::{self, Bcast, BceOutputs, BceSpec};
 use crate::calib;
-use crate::cce::{self, CceOutputs, CceSpec, Logits};
-use crate::error::Error;
+use crate::cce::{self, CceOutputs, CceSpec};
 use crate::parallel;
 use crate::real::Real;
 use crate::softmax::{self, RowFn};
-use crate::targets::{self, Targets};
-use args::{data, data_mut, each_float, input, output, to_py, Factor, Floats, Labels, Probs};
+use args::{data, data_mut, each_float, input, output, targets, Factor, Floats, Labels, Probs};
 use detach::run_detached;
 
 /// Checks labels against `[0, k)` / `ignore_index`; returns the `mean` divisor.
@@ -40,7 +39,7 @@ fn cce_check_labels(
         input(weight.as_ref(), "weight")?,
     );
     let (t, w) = (data(&t, "target")?.unwrap_or(&[]), data(&w, "weight")?);
-    run_detached(py, t.len(), || targets::check_labels(t, k, ignore_index, w))
+    run_detached(py, t.len(), || batch::check_labels(t, k, ignore_index, w))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -62,14 +61,7 @@ fn cce_typed<T: Real + NpElement, Y: Real + NpElement>(
     let y = input(probs, "target")?;
     let (mut l, mut s) = (output::<T>(losses, "losses")?, output::<T>(lse, "lse")?);
     let (mut g, mut h) = (output::<T>(grad, "out")?, output::<T>(hess, "hess")?);
-    let targets = match (data(&t, "target")?, data(&y, "target")?) {
-        (Some(labels), None) => Targets::Index {
-            labels,
-            ignore_index,
-        },
-        (None, Some(y)) => Targets::Probs(y),
-        _ => return Err(to_py(Error::TargetKind)),
-    };
+    let targets = targets(data(&t, "target")?, data(&y, "target")?, ignore_index)?;
     let elems = logits.len();
     let logits = data(&x, "logits")?.map_or(Logits::InGrad, Logits::Separate);
     let spec = CceSpec {

@@ -1,8 +1,15 @@
-//! The targets of the softmax-family kernels: class indices (with `ignore_index`) or rows of
-//! class probabilities, one batch at a time and one row at a time, and the label check every
-//! index-target kernel runs before it writes anything.
+//! What a batch of a softmax-family kernel reads: its logits (a separate buffer, or the
+//! gradient buffer itself when computed in place) and its targets (class indices with
+//! `ignore_index`, or rows of class probabilities), and the label check every index-target
+//! kernel runs before it writes anything.
 
 use crate::error::{check_len, Error};
+
+/// The logits of a batch: read-only, or the gradient buffer itself (in place).
+pub enum Logits<'a, T> {
+    Separate(&'a [T]),
+    InGrad,
+}
 
 /// One row's target.
 #[derive(Clone, Copy)]
