@@ -432,6 +432,8 @@ pub struct BceOutputs<'a, T> {
 }
 
 /// Runs the flattened batch; `z == None` means in place (the logits are in `out.grad`).
+/// A target outside `[0, 1]` is found in the fused pass: the outputs may then be partly
+/// written, except in place, where every target is checked before anything is written.
 /// `last` is the length of the last axis (for [`Bcast::Last`]). Returns the loss sum, or an
 /// [`Error`] (before anything is written) when the pieces do not fit together.
 pub fn bce_batch<T: Real, Y: Real>(
