@@ -1,10 +1,12 @@
-"""The speed table of issue 3 in one run: xent_rs against NumPy, scikit-learn's loss module
-and PyTorch CPU (each when importable) at 1 and 2 threads, each also as a multiple of the
-memory floor measured in the same run.
+"""The speed table of issues 3 and 14 in one run: xent_rs against NumPy, scikit-learn's loss
+module and PyTorch CPU (each when importable) at 1 and 2 threads, each also as a multiple of
+the memory floor measured in the same run; then float16 loss+grad (beside the same logits as
+float32), ``calibration_error(from_logits=True)`` and ``fit_temperature`` against their
+floors. The SIMD path it ran on is in the header (``XENT_RS_ISA`` forces a lower one).
 
     python benches/speed_table.py [--quick] [--threads 1 2] [--markdown] [--filter TEXT]
 
-What is timed (float32 throughout):
+What is timed (float32 unless the row says float16):
 
 * ``xent_rs``: ``xr.cross_entropy`` / ``xr.binary_cross_entropy_with_logits``; loss+grad
   writes into a reused ``out=`` buffer; ``xent_rs fresh`` lets it allocate the gradient
@@ -68,7 +70,15 @@ except ImportError:  # pragma: no cover
 
 CCE_SHAPES = [(1_000_000, 10), (100_000, 1_000), (8_192, 32_000), (2_048, 128_000)]
 BCE_SHAPES = [(4_000_000,), (100_000, 100)]
-BYTES_PER_ELEMENT = {("cce", False): 4, ("cce", True): 8, ("bce", False): 8, ("bce", True): 12}
+# Issue 14's further rows: float16 logits (loss+grad; float32 targets for BCE), the fused
+# calibration pass and the temperature fit (each against the read floor of float32 logits).
+CCE16_SHAPES = [(1_000_000, 10), (100_000, 1_000), (2_048, 128_000)]
+BCE16_SHAPES = [(4_000_000,)]
+CALIB_SHAPES = [(1_000_000, 10), (100_000, 1_000)]
+BYTES_PER_ELEMENT = {("cce", False): 4, ("cce", True): 8, ("bce", False): 8, ("bce", True): 12,
+                     ("cce16", True): 4, ("bce16", True): 8, ("calib", False): 4,
+                     ("temp", False): 4}
+HALF_KINDS = ("cce16", "bce16")
 BASELINES = ("numpy", "sklearn", "torch")
 LOSS_RTOL = 1e-3
 COPY_MB = 256
@@ -178,6 +188,25 @@ def bce_impls(z, y, out, threads, with_grad):
     return impls
 
 
+def half_impls(kind, x, t, out):
+    """float16 logits, and the same logits as float32 for comparison (not a baseline)."""
+    x32, out32 = x.astype(np.float32), out.astype(np.float32)
+    if kind == "cce16":
+        fn = lambda a, o: xr.cross_entropy(a, t, return_grad=True, out=o)  # noqa: E731
+    else:
+        fn = lambda a, o: xr.binary_cross_entropy_with_logits(  # noqa: E731
+            a, t, return_grad=True, out=o)
+    return {"xent_rs": (lambda: fn(x, out), first),
+            "xent_rs float32": (lambda: fn(x32, out32), first)}
+
+
+def pass_impls(kind, x, t):
+    from xent_rs.calibration import calibration_error, fit_temperature
+    if kind == "calib":
+        return {"xent_rs": (lambda: calibration_error(x, t, from_logits=True), same)}
+    return {"xent_rs": (lambda: fit_temperature(x, t), same)}
+
+
 def skipped(name, size, quick):
     if not quick or name not in BASELINES:
         return False
@@ -235,21 +264,38 @@ def main():
     header = header_lines(threads_list, bw_samples)  # load average and date at the start
     log(f"# {header[0]}: progress (the table follows at the end)", sys.stderr)
 
-    problems = [("cce", s) for s in CCE_SHAPES] + [("bce", s) for s in BCE_SHAPES]
+    problems = ([("cce", s) for s in CCE_SHAPES] + [("bce", s) for s in BCE_SHAPES]
+                + [("cce16", s) for s in CCE16_SHAPES] + [("bce16", s) for s in BCE16_SHAPES]
+                + [("calib", s) for s in CALIB_SHAPES] + [("temp", s) for s in CALIB_SHAPES])
+    titles = {"cce16": "cce float16", "bce16": "bce float16", "calib":
+              "calibration_error(from_logits)", "temp": "fit_temperature"}
     rng = np.random.default_rng(0)
     rows = []
     for kind, shape in problems:
-        name = f"{kind} {'x'.join(map(str, shape))}"
-        ops = [(g, f"{name} {'loss+grad' if g else 'loss'}") for g in (False, True)]
+        name = f"{titles.get(kind, kind)} {'x'.join(map(str, shape))}"
+        if kind in HALF_KINDS:
+            ops = [(True, f"{name} loss+grad")]
+        elif kind in ("calib", "temp"):
+            ops = [(False, name)]
+        else:
+            ops = [(g, f"{name} {'loss+grad' if g else 'loss'}") for g in (False, True)]
         ops = [(g, op) for g, op in ops if args.filter in op]
         if not ops:
             continue
         measure_bandwidth()
         x = rng.standard_normal(shape, dtype=np.float32)
-        if kind == "cce":
+        if kind == "temp":  # labels drawn at T = 2 (a finite temperature fits)
+            x *= 3.0
+            p = np.exp(x / 2.0)
+            p /= p.sum(axis=1, keepdims=True)
+            t = (p.cumsum(axis=1) < rng.random((shape[0], 1))).sum(axis=1).clip(0, shape[1] - 1)
+            del p
+        elif kind in ("cce", "cce16", "calib"):
             t = rng.integers(0, shape[1], shape[0])
         else:
             t = (rng.random(shape) < 0.3).astype(np.float32)
+        if kind in HALF_KINDS:
+            x = x.astype(np.float16)
         out = np.empty_like(x)
         out.fill(0)  # fault the pages in now
         for with_grad, op in ops:
@@ -257,7 +303,12 @@ def main():
             xent_loss = {}
             for n in threads_list:
                 set_threads(n)
-                impls = (cce_impls if kind == "cce" else bce_impls)(x, t, out, n, with_grad)
+                if kind in HALF_KINDS:
+                    impls = half_impls(kind, x, t, out)
+                elif kind in ("calib", "temp"):
+                    impls = pass_impls(kind, x, t)
+                else:
+                    impls = (cce_impls if kind == "cce" else bce_impls)(x, t, out, n, with_grad)
                 times, nreps, notes = {}, {}, []
                 for impl, (fn, loss_of) in impls.items():
                     if skipped(impl, x.size, args.quick):
@@ -266,8 +317,10 @@ def main():
                     if impl == "numpy" and numpy_done is not None:
                         times[impl], nreps[impl] = numpy_done
                         continue
-                    r = reps["xent" if impl.startswith("xent") else "base"]
+                    r = reps["xent" if impl.startswith("xent") and kind != "temp" else "base"]
                     times[impl], loss, nreps[impl] = best_time(fn, r, loss_of)
+                    if impl == "xent_rs float32":
+                        continue  # rounded differently from the float16 result
                     if impl == "numpy":
                         numpy_done = times[impl], nreps[impl]
                     if impl == "xent_rs":
@@ -348,18 +401,29 @@ def targets(rows, stream):
             checks.append((r["op"], f"≤ {lim:g}x floor", mult <= lim, f"{mult:.2f}x"))
         elif r["kind"] == "cce":
             checks.append((r["op"], "≤ 1.5x floor", mult <= 1.5, f"{mult:.2f}x"))
+        elif r["kind"] in HALF_KINDS:
+            f32 = r["times"].get("xent_rs float32")
+            if f32:
+                checks.append((r["op"], "≤ float32's time", xs <= f32, f"{xs / f32:.2f}x"))
+            if r["kind"] == "cce16" and k >= 1000:
+                checks.append((r["op"], "≤ 3x floor", mult <= 3.0, f"{mult:.2f}x"))
+        elif r["kind"] == "calib":
+            checks.append((r["op"], "≤ 2.5x read floor", mult <= 2.5, f"{mult:.2f}x"))
+        elif r["kind"] == "temp":
+            checks.append((r["op"], "≤ 15x read floor", mult <= 15.0, f"{mult:.2f}x"))
         elif r["with_grad"]:
             checks.append((r["op"], "≤ 2x floor", mult <= 2.0, f"{mult:.2f}x"))
     if checks:
-        log("# issue 3 targets (2 threads, reused out=):", stream)
+        log("# issue 3 and 14 targets (2 threads, reused out=):", stream)
         for op, what, ok, got in checks:
             log(f"  {'met ' if ok else 'MISS'} {op:<26} {what:<24} {got}", stream)
 
 
 def markdown(rows, header, quick):
-    names = ["xent_rs", "xent_rs fresh", "numpy", "sklearn", "torch"]
+    names = ["xent_rs", "xent_rs fresh", "xent_rs float32", "numpy", "sklearn", "torch"]
     names = [n for n in names if any(n in r["times"] for r in rows)]
     label = {"xent_rs": "xent_rs, `out=`", "xent_rs fresh": "xent_rs, fresh grad",
+             "xent_rs float32": "xent_rs, same logits as float32",
              "numpy": "NumPy", "sklearn": "scikit-learn", "torch": "PyTorch"}
     print(f"Measured {header[0].split(', ', 1)[1]} with `python benches/speed_table.py"
           f"{' --quick' if quick else ''} --markdown`.  ")
@@ -367,7 +431,9 @@ def markdown(rows, header, quick):
         print(line[0].upper() + line[1:] + ".  ")
     print("Times in ms (minimum over repetitions); *vs best* is the fastest baseline's time "
           "over xent_rs's (`out=`); *× floor* is xent_rs's time over the memory floor "
-          "(bytes moved / copy bandwidth at that thread count).")
+          "(bytes moved / copy bandwidth at that thread count; for the loss-only, "
+          "calibration and temperature rows the read floor of the logits). float16 rows "
+          "move 2 bytes per logit and gradient (BCE targets float32).")
     print()
     print("| operation | threads | floor | " + " | ".join(label[n] for n in names)
           + " | vs best | × floor (`out=` / fresh) |")

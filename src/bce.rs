@@ -10,10 +10,12 @@
 //! is skipped, so an infinite logit on the side the target agrees with costs exactly zero,
 //! and a zero weight contributes exactly zero.
 
+use std::any::TypeId;
+
 use crate::error::{check_len, Error};
 use crate::parallel::{map_jobs, ordered_sum, split_opt, CHUNK_ELEMS};
-use crate::real::Real;
-use crate::simd::{dispatch, exp_nonpositive, log1p_nonnegative, F32Vec, SimdOp, FLUSH};
+use crate::real::{Element, Real};
+use crate::simd::{dispatch, exp_nonpositive, log1p_unit, F32Vec, LaneElem, SimdOp, FLUSH};
 
 /// A factor broadcast over the flattened logits.
 #[derive(Clone, Copy)]
@@ -113,6 +115,9 @@ struct BceConsts {
     /// Beyond `|z| > -FLUSH` the float32 exponential is flushed; up to this `|z|` the
     /// weighted result may still be representable, so such vectors are computed in f64.
     fixup_limit32: f32,
+    /// Targets of exactly 0 or 1 may take the short form: no smoothing, and a positive
+    /// class weight (a zero one must skip its term, `0 · inf`).
+    hard_ok: bool,
 }
 
 impl BceConsts {
@@ -132,60 +137,89 @@ impl BceConsts {
             half_eps32: (0.5 * eps) as f32,
             // exp(−|z|)·coef stays above the smallest float32 subnormal (2^-149 ≈ e^-103.3).
             fixup_limit32: (104.0 + coef.max(1.0).ln()) as f32,
+            hard_ok: eps == 0.0 && (pos_weight as f32) > 0.0 && (pos_weight as f32).is_finite(),
         }
     }
 }
 
 static ONES: [f32; 16] = [1.0; 16];
 
-/// One vector of BCE: (loss, grad, hess), the formulas of [`crate::bce`] with one `exp`
-/// and one `log1p` per element.
+/// One vector of BCE: (loss, grad, hess), the formulas of [`crate::bce`] with one `exp`,
+/// one `log1p` and one division per element (`1 / (1 + e^{−|z|})` serves both the sigmoid
+/// and the `log1p`). `hard`: every lane's target is exactly 0 or 1 and the constants allow
+/// the short form ([`BceConsts::hard_ok`]), which gives the same bits as the general one
+/// (one coefficient is then exactly zero and skipped). Without `DERIV` only the loss.
 #[inline(always)]
-unsafe fn bce_vec<V: F32Vec>(z: V, y: V, c: &BceConsts) -> (V, V, V) {
+unsafe fn bce_vec<V: F32Vec, const DERIV: bool>(
+    z: V,
+    y: V,
+    c: &BceConsts,
+    hard: bool,
+) -> (V, V, V) {
     let zero = V::splat(0.0);
     let one = V::splat(1.0);
+    let flush = V::splat(FLUSH);
+    let nz = zero.sub(z.abs());
+    let e = V::zero_where(nz.lt(flush), exp_nonpositive(flush.max_keep_nan(nz)));
+    let w = one.add(e);
+    let inv = one.div(w);
+    let l = log1p_unit(e, w, inv);
+    let sigmoid = || {
+        let neg = z.lt(zero);
+        let ei = e.mul(inv);
+        (V::select(neg, ei, inv), V::select(neg, inv, ei))
+    };
+    let (w32, ws) = (V::splat(c.w32), V::splat(c.ws32));
+    if hard {
+        // Target 1: pw·softplus(−z); target 0: softplus(z).
+        let pos = y.gt(V::splat(0.5));
+        let coef = V::select(pos, V::splat(c.pw32), one);
+        let t = V::select(pos, zero.sub(z), z);
+        let loss = w32.mul(coef.mul(zero.max_keep_nan(t).add(l)));
+        if !DERIV {
+            return (loss, zero, zero);
+        }
+        let (sig, one_minus_sig) = sigmoid();
+        let grad = V::select(pos, zero.sub(coef.mul(one_minus_sig)), sig);
+        let hess = ws.mul(coef.mul(sig).mul(one_minus_sig));
+        return (loss, ws.mul(grad), hess);
+    }
     let (ome, he) = (V::splat(c.one_minus_eps32), V::splat(c.half_eps32));
     let a = V::splat(c.pw32).mul(y.fma(ome, he));
     // 1 − y is exact for y in [1/2, 1]; the smoothing is added after it, not before.
     let b = one.sub(y).fma(ome, he);
-    let flush = V::splat(FLUSH);
-    let nz = zero.sub(z.abs());
-    let e = V::zero_where(nz.lt(flush), exp_nonpositive(flush.max_keep_nan(nz)));
-    let l = log1p_nonnegative(e);
     let sp_neg = zero.max_keep_nan(zero.sub(z)).add(l);
     let sp_pos = zero.max_keep_nan(z).add(l);
     // Zero coefficients contribute exactly zero (no 0 · inf).
     let loss =
         V::zero_where(a.eq(zero), a.mul(sp_neg)).add(V::zero_where(b.eq(zero), b.mul(sp_pos)));
-    let loss = V::select(z.is_nan(), z, loss);
-    let inv = one.div(one.add(e));
-    let neg = z.lt(zero);
-    let sig = V::select(neg, e.mul(inv), inv);
-    let one_minus_sig = V::select(neg, inv, e.mul(inv));
-    let ab = a.add(b);
-    let ws = V::splat(c.ws32);
+    let loss = w32.mul(V::select(z.is_nan(), z, loss));
+    if !DERIV {
+        return (loss, zero, zero);
+    }
+    let (sig, one_minus_sig) = sigmoid();
     // b·σ − a·(1 − σ): no cancellation when either coefficient is zero (hard targets).
     let grad = ws.mul(b.mul(sig).sub(a.mul(one_minus_sig)));
-    let hess = ws.mul(ab.mul(sig).mul(one_minus_sig));
-    (V::splat(c.w32).mul(loss), grad, hess)
+    let hess = ws.mul(a.add(b).mul(sig).mul(one_minus_sig));
+    (loss, grad, hess)
 }
 
 /// Elements `at..at + z.len()` of a chunk in f64 (see [`needs_f64`]), written to the outputs;
 /// returns their loss sum. Out of line: it must not crowd the vector loop's registers.
 #[cold]
 #[inline(never)]
-fn bce_f64_span(
-    z: &[f32],
+fn bce_f64_span<E: LaneElem + Element>(
+    z: &[E],
     y: &[f32],
     c: &BceConsts,
     at: usize,
-    outs: [&mut Option<&mut [f32]>; 3],
+    outs: [&mut Option<&mut [E]>; 3],
 ) -> f64 {
     let [losses, grad, hess] = outs;
     let mut sum = 0.0;
     for (j, (&zj, &yj)) in z.iter().zip(y).enumerate() {
         let (l, g, h) = bce_elem(
-            zj as f64,
+            zj.to_f64(),
             yj as f64,
             c.weight,
             c.pos_weight,
@@ -198,7 +232,7 @@ fn bce_f64_span(
             (&mut *hess, h * c.scale),
         ] {
             if let Some(o) = o.as_deref_mut() {
-                o[at + j] = v as f32;
+                o[at + j] = E::from_f64(v);
             }
         }
     }
@@ -214,27 +248,36 @@ unsafe fn needs_f64<V: F32Vec>(z: V, c: &BceConsts) -> bool {
     V::any(V::select(flushed, az, V::splat(f32::INFINITY)).lt(V::splat(c.fixup_limit32)))
 }
 
-/// BCE over a float32 chunk with constant weights. `z == None`: the logits are in `grad`
-/// (in place). Evaluates to the sum of the element losses (f64).
-struct BceChunk<'a> {
-    z: Option<&'a [f32]>,
+/// BCE over a chunk of float32 targets and logits of a lane type (float32, or a 16-bit
+/// float widened in registers) with constant weights. `z == None`: the logits are in `grad`
+/// (in place). Evaluates to the sum of the element losses (f64), or to the position of the
+/// chunk's first target outside `[0, 1]` (checked in the same pass, before the vector that
+/// holds it is written; earlier vectors of the chunk are written).
+struct BceChunk<'a, E> {
+    z: Option<&'a [E]>,
     y: &'a [f32],
     c: &'a BceConsts,
-    losses: Option<&'a mut [f32]>,
-    grad: Option<&'a mut [f32]>,
-    hess: Option<&'a mut [f32]>,
+    losses: Option<&'a mut [E]>,
+    grad: Option<&'a mut [E]>,
+    hess: Option<&'a mut [E]>,
 }
 
-impl SimdOp for BceChunk<'_> {
-    type Output = f64;
+impl<E: LaneElem + Element> SimdOp for BceChunk<'_, E> {
+    type Output = Result<f64, usize>;
     #[inline(always)]
-    unsafe fn eval<V: F32Vec>(self) -> f64 {
-        bce_chunk::<V>(self)
+    unsafe fn eval<V: F32Vec>(self) -> Result<f64, usize> {
+        if self.grad.is_some() || self.hess.is_some() {
+            bce_chunk::<V, E, true>(self)
+        } else {
+            bce_chunk::<V, E, false>(self)
+        }
     }
 }
 
 #[inline(always)]
-fn bce_chunk<V: F32Vec>(op: BceChunk<'_>) -> f64 {
+fn bce_chunk<V: F32Vec, E: LaneElem + Element, const DERIV: bool>(
+    op: BceChunk<'_, E>,
+) -> Result<f64, usize> {
     let BceChunk {
         z,
         y,
@@ -246,15 +289,18 @@ fn bce_chunk<V: F32Vec>(op: BceChunk<'_>) -> f64 {
     let n = y.len();
     if c.weight == 0.0 {
         // A zero weight contributes exactly zero, whatever the logit (even ±inf or NaN).
-        for o in [&mut losses, &mut grad, &mut hess].into_iter().flatten() {
-            o.fill(0.0);
+        if let Some(p) = y.iter().position(|v| !(0.0..=1.0).contains(v)) {
+            return Err(p);
         }
-        return 0.0;
+        for o in [&mut losses, &mut grad, &mut hess].into_iter().flatten() {
+            o.fill(E::ZERO);
+        }
+        return Ok(0.0);
     }
-    let zp: *const f32 = match (z, grad.as_deref()) {
+    let zp: *const E = match (z, grad.as_deref()) {
         (Some(z), _) => z.as_ptr(),
         (None, Some(g)) => g.as_ptr(),
-        (None, None) => return 0.0,
+        (None, None) => return Ok(0.0),
     };
     // SAFETY: as in `row_max`. `z`, `y` and every output have `n` elements (checked by the
     // caller); full vectors are read and written at `i + LANES <= n`, the tail masked. In
@@ -263,50 +309,109 @@ fn bce_chunk<V: F32Vec>(op: BceChunk<'_>) -> f64 {
         let mut acc = V::acc_zero();
         let mut extra = 0.0f64;
         let mut i = 0;
-        let put = |v: V, out: &mut Option<&mut [f32]>, i: usize, len: usize| {
+        let put = |v: V, out: &mut Option<&mut [E]>, i: usize, len: usize| {
             if let Some(o) = out.as_deref_mut() {
                 if len == V::LANES {
-                    v.store(o.as_mut_ptr().add(i));
+                    E::store(v, o.as_mut_ptr().add(i));
                 } else {
-                    v.store_partial(o.as_mut_ptr().add(i), len);
+                    E::store_partial(v, o.as_mut_ptr().add(i), len);
                 }
             }
         };
         while i < n {
             let len = V::LANES.min(n - i);
-            let (zv, yv, valid) = if len == V::LANES {
-                (
-                    V::load(zp.add(i)),
-                    V::load(y.as_ptr().add(i)),
-                    V::splat(1.0),
-                )
+            let (zv, yv) = if len == V::LANES {
+                (E::load::<V>(zp.add(i)), V::load(y.as_ptr().add(i)))
             } else {
                 (
-                    V::load_partial(zp.add(i), len, 0.0),
+                    E::load_partial::<V>(zp.add(i), len, 0.0),
                     V::load_partial(y.as_ptr().add(i), len, 0.0),
-                    V::load_partial(ONES.as_ptr(), len, 0.0),
                 )
             };
+            let hard = yv.all_binary();
+            if !hard && yv.any_outside_unit() {
+                let bad = y[i..i + len].iter().position(|v| !(0.0..=1.0).contains(v));
+                return Err(i + bad.expect("a lane outside [0, 1]"));
+            }
             // Cheap test first (one compare): is any |z| past float32's exponent range?
             if V::any(zv.abs().gt(V::splat(-FLUSH))) && needs_f64(zv, c) {
                 // Rare (|z| just past float32's exponent range): this vector in f64.
                 // Copied out first: in place, `zp` is the gradient buffer written below.
-                let mut zs = [0.0f32; 16];
+                let mut zs = [E::ZERO; 16];
                 std::ptr::copy_nonoverlapping(zp.add(i), zs.as_mut_ptr(), len);
                 let outs = [&mut losses, &mut grad, &mut hess];
                 extra += bce_f64_span(&zs[..len], &y[i..i + len], c, i, outs);
                 i += len;
                 continue;
             }
-            let (l, g, h) = bce_vec(zv, yv, c);
-            acc = V::acc_add(acc, l.mul(valid));
+            let (l, g, h) = bce_vec::<V, DERIV>(zv, yv, c, hard && c.hard_ok);
+            if len == V::LANES {
+                acc = V::acc_add(acc, l);
+            } else {
+                acc = V::acc_add(acc, l.mul(V::load_partial(ONES.as_ptr(), len, 0.0)));
+            }
             put(l, &mut losses, i, len);
-            put(g, &mut grad, i, len);
-            put(h, &mut hess, i, len);
+            if DERIV {
+                put(g, &mut grad, i, len);
+                put(h, &mut hess, i, len);
+            }
             i += len;
         }
-        V::acc_sum(acc) + extra
+        Ok(V::acc_sum(acc) + extra)
     }
+}
+
+/// `x` as a slice of `E` when `T` is `E`.
+fn typed<T: 'static, E: 'static>(x: &[T]) -> Option<&[E]> {
+    (TypeId::of::<T>() == TypeId::of::<E>()).then(|| {
+        // SAFETY: `T` and `E` are the same type, so the cast changes nothing.
+        unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<E>(), x.len()) }
+    })
+}
+
+/// See [`typed`].
+fn typed_mut<T: 'static, E: 'static>(x: &mut [T]) -> Option<&mut [E]> {
+    (TypeId::of::<T>() == TypeId::of::<E>()).then(|| {
+        // SAFETY: `T` and `E` are the same type; the borrow of `x` moves into the result.
+        unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<E>(), x.len()) }
+    })
+}
+
+/// The vector kernel on a chunk whose logits are of lane type `E`; `None` when `T` is not
+/// `E` (nothing is touched then).
+fn lane_chunk<T: Element, E: LaneElem + Element>(
+    z: Option<&[T]>,
+    y: &[f32],
+    c: &BceConsts,
+    outs: [&mut Option<&mut [T]>; 3],
+) -> Option<Result<f64, usize>> {
+    if TypeId::of::<T>() != TypeId::of::<E>() {
+        return None;
+    }
+    let [l, g, h] = outs;
+    Some(dispatch(BceChunk::<E> {
+        z: z.and_then(typed::<T, E>),
+        y,
+        c,
+        losses: l.as_deref_mut().and_then(typed_mut::<T, E>),
+        grad: g.as_deref_mut().and_then(typed_mut::<T, E>),
+        hess: h.as_deref_mut().and_then(typed_mut::<T, E>),
+    }))
+}
+
+/// Every target in `[0, 1]`, in parallel chunks (the first bad position is reported).
+fn check_targets_parallel<Y: Real>(y: &[Y]) -> Result<(), Error> {
+    let jobs: Vec<_> = y.chunks(CHUNK_ELEMS).enumerate().collect();
+    let found = map_jobs(jobs, y.len(), |(c, y)| {
+        check_targets(y).map_err(|e| match e {
+            Error::Target { position, value } => Error::Target {
+                position: c * CHUNK_ELEMS + position,
+                value,
+            },
+            e => e,
+        })
+    })?;
+    found.into_iter().collect()
 }
 
 #[inline(always)]
@@ -327,6 +432,8 @@ pub struct BceOutputs<'a, T> {
 }
 
 /// Runs the flattened batch; `z == None` means in place (the logits are in `out.grad`).
+/// A target outside `[0, 1]` is found in the fused pass: the outputs may then be partly
+/// written, except in place, where every target is checked before anything is written.
 /// `last` is the length of the last axis (for [`Bcast::Last`]). Returns the loss sum, or an
 /// [`Error`] (before anything is written) when the pieces do not fit together.
 pub fn bce_batch<T: Real, Y: Real>(
@@ -346,7 +453,11 @@ pub fn bce_batch<T: Real, Y: Real>(
     }
     spec.weight.check(n, last, "weight")?;
     spec.pos_weight.check(n, last, "pos_weight")?;
-    check_targets(y)?;
+    if z.is_none() {
+        // In place the logits are the gradient buffer: nothing may be written before every
+        // target is known to be good. Otherwise the targets are checked in the fused pass.
+        check_targets_parallel(y)?;
+    }
     let chunk = CHUNK_ELEMS;
     let n_chunks = n.div_ceil(chunk);
     let zs: Vec<Option<&[T]>> = match z {
@@ -374,23 +485,32 @@ pub fn bce_batch<T: Real, Y: Real>(
         _ => None,
     };
     let partials = map_jobs(jobs, n, |(c, z, y, mut l, mut g, mut h)| {
-        // The vector kernel: float32 logits and targets with constant factors.
-        let f32_logits = T::as_f32(&[]).is_some();
-        if let (Some(c), Some(y), true) = (&consts, Y::as_f32(y), f32_logits) {
-            return dispatch(BceChunk {
-                z: z.map(|z| T::as_f32(z).expect("float32 logits")),
-                y,
-                c,
-                losses: l.as_deref_mut().and_then(T::as_f32_mut),
-                grad: g.as_deref_mut().and_then(T::as_f32_mut),
-                hess: h.as_deref_mut().and_then(T::as_f32_mut),
-            });
-        }
         let start = c * chunk;
+        let bad = |j: usize| Error::Target {
+            position: start + j,
+            value: y[j].to_f64(),
+        };
+        // The vector kernel: float32 targets, logits of a lane type, constant factors.
+        if let (Some(consts), Some(y32)) = (&consts, Y::as_f32(y)) {
+            let mut done = lane_chunk::<T, f32>(z, y32, consts, [&mut l, &mut g, &mut h]);
+            if done.is_none() {
+                done = lane_chunk::<T, half::f16>(z, y32, consts, [&mut l, &mut g, &mut h]);
+            }
+            if done.is_none() {
+                done = lane_chunk::<T, half::bf16>(z, y32, consts, [&mut l, &mut g, &mut h]);
+            }
+            if let Some(r) = done {
+                return r.map_err(bad);
+            }
+        }
         let mut col = start % last;
         let mut sum = 0.0;
         for (j, &yj) in y.iter().enumerate() {
             let i = start + j;
+            let yj = yj.to_f64();
+            if !(0.0..=1.0).contains(&yj) {
+                return Err(bad(j));
+            }
             let zj = match (z, g.as_deref()) {
                 (Some(z), _) => z[j],
                 (None, Some(g)) => g[j],
@@ -398,7 +518,7 @@ pub fn bce_batch<T: Real, Y: Real>(
             };
             let (lv, gv, hv) = bce_elem(
                 zj.to_f64(),
-                yj.to_f64(),
+                yj,
                 at(spec.weight, i, col),
                 at(spec.pos_weight, i, col),
                 spec.label_smoothing,
@@ -418,9 +538,11 @@ pub fn bce_batch<T: Real, Y: Real>(
                 col = 0;
             }
         }
-        sum
-    });
-    Ok(ordered_sum(&partials?))
+        Ok(sum)
+    })?;
+    // The first failing chunk in order holds the first bad target.
+    let sums = partials.into_iter().collect::<Result<Vec<f64>, Error>>()?;
+    Ok(ordered_sum(&sums))
 }
 
 #[cfg(test)]
@@ -477,7 +599,7 @@ mod tests {
                     grad: Some(&mut g),
                     hess: Some(&mut h),
                 };
-                let total = crate::simd::dispatch_on(isa, op).unwrap();
+                let total = crate::simd::dispatch_on(isa, op).unwrap().unwrap();
                 let mut want_total = 0.0;
                 for i in 0..n {
                     let (wl, wg, wh) =
@@ -505,6 +627,129 @@ mod tests {
                     "{isa:?}: {total} vs {want_total}"
                 );
             }
+        }
+    }
+
+    type ChunkResult<E> = Result<(f64, Vec<E>, Vec<E>, Vec<E>), usize>;
+
+    fn run_chunk<E: LaneElem + Element>(
+        isa: crate::simd::Isa,
+        z: &[E],
+        y: &[f32],
+        c: &BceConsts,
+    ) -> ChunkResult<E> {
+        let n = z.len();
+        let (mut l, mut g, mut h) = (vec![E::ZERO; n], vec![E::ZERO; n], vec![E::ZERO; n]);
+        let op = BceChunk {
+            z: Some(z),
+            y,
+            c,
+            losses: Some(&mut l),
+            grad: Some(&mut g),
+            hess: Some(&mut h),
+        };
+        let total = crate::simd::dispatch_on(isa, op).unwrap()?;
+        Ok((total, l, g, h))
+    }
+
+    fn logits() -> Vec<f32> {
+        (0..203)
+            .map(|i| ((i * 37 % 203) as f32 - 101.0) * 0.37)
+            .chain([
+                0.0,
+                1e4,
+                -1e4,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                88.0,
+                -90.0,
+            ])
+            .collect()
+    }
+
+    #[test]
+    fn the_hard_target_form_gives_the_general_forms_bits() {
+        let z = logits();
+        let y: Vec<f32> = (0..z.len()).map(|i| (i % 2) as f32).collect();
+        for isa in crate::simd::supported() {
+            for pw in [1.0, 3.0] {
+                let fast = BceConsts::new(0.5, pw, 0.0, 0.25);
+                let slow = BceConsts {
+                    hard_ok: false,
+                    ..fast
+                };
+                let a = run_chunk(isa, &z, &y, &fast).unwrap();
+                let b = run_chunk(isa, &z, &y, &slow).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(a.0, b.0, "{isa:?}");
+                assert_eq!(bits(&a.1), bits(&b.1), "{isa:?}");
+                assert_eq!(bits(&a.2), bits(&b.2), "{isa:?}");
+                assert_eq!(bits(&a.3), bits(&b.3), "{isa:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_bad_target_of_a_chunk_is_reported() {
+        let z = logits();
+        for isa in crate::simd::supported() {
+            for bad in [0usize, 7, 8, 9, 100, z.len() - 1] {
+                for v in [-1e-30f32, 1.0 + 1e-7, f32::NAN, -0.5, 2.0] {
+                    let mut y: Vec<f32> = (0..z.len()).map(|i| [0.0, 1.0, 0.5][i % 3]).collect();
+                    y[bad] = v;
+                    if bad + 3 < y.len() {
+                        y[bad + 3] = -1.0; // a later one is not reported
+                    }
+                    let c = BceConsts::new(1.0, 1.0, 0.0, 1.0);
+                    assert_eq!(run_chunk(isa, &z, &y, &c).err(), Some(bad), "{isa:?} {v}");
+                    let zero = BceConsts::new(0.0, 1.0, 0.0, 1.0);
+                    assert_eq!(run_chunk(isa, &z, &y, &zero).err(), Some(bad), "{isa:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_logits_match_their_float32_values() {
+        let z32 = logits();
+        let y: Vec<f32> = (0..z32.len()).map(|i| [0.0, 1.0, 0.3][i % 3]).collect();
+        let c = BceConsts::new(1.0, 2.0, 0.0, 1.0);
+        for isa in crate::simd::supported() {
+            let z16: Vec<half::f16> = z32.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let zb: Vec<half::bf16> = z32.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let w16: Vec<f32> = z16.iter().map(|v| v.to_f32()).collect();
+            let wb: Vec<f32> = zb.iter().map(|v| v.to_f32()).collect();
+            let (t16, l16, g16, _) = run_chunk(isa, &z16, &y, &c).unwrap();
+            let (t32, l32, g32, _) = run_chunk(isa, &w16, &y, &c).unwrap();
+            // The float32 working values, rounded once (ties to even) to the 16-bit type.
+            for i in 0..z32.len() {
+                assert_eq!(
+                    l16[i].to_bits(),
+                    half::f16::from_f32(l32[i]).to_bits(),
+                    "{i}"
+                );
+                assert_eq!(
+                    g16[i].to_bits(),
+                    half::f16::from_f32(g32[i]).to_bits(),
+                    "{i}"
+                );
+            }
+            assert_eq!(t16, t32);
+            let (tb, lb, gb, _) = run_chunk(isa, &zb, &y, &c).unwrap();
+            let (tb32, lb32, gb32, _) = run_chunk(isa, &wb, &y, &c).unwrap();
+            for i in 0..z32.len() {
+                assert_eq!(
+                    lb[i].to_bits(),
+                    half::bf16::from_f32(lb32[i]).to_bits(),
+                    "{i}"
+                );
+                assert_eq!(
+                    gb[i].to_bits(),
+                    half::bf16::from_f32(gb32[i]).to_bits(),
+                    "{i}"
+                );
+            }
+            assert_eq!(tb, tb32);
         }
     }
 

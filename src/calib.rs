@@ -3,9 +3,11 @@
 //! ([`calib_stats`]), and the temperature-scaling objective with its derivative with
 //! respect to the inverse temperature `β`.
 //!
-//! For a row `z` with label `y`, `l(β) = logsumexp(β z) − β z_y` and
+//! For a row `z` with label `y`, `l(β) = logsumexp(β z) − β z_y`,
 //! `l'(β) = E_{softmax(β z)}[z] − z_y = Σ_j p_j (z_j − m) + (m − z_y)`, `m = max z`, written
-//! with the shifted logits so that nothing cancels. `l` is convex in `β`.
+//! with the shifted logits so that nothing cancels, and
+//! `l''(β) = Var_{softmax(β z)}[z] = Σ_j p_j (z_j − m − μ)²`, `μ = Σ_j p_j (z_j − m)` (a sum
+//! of squares: `l` is convex in `β`).
 
 use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
@@ -271,29 +273,37 @@ fn calib_block<T: Real>(
     Ok(d)
 }
 
-/// Sums of `w_y·l(β)`, `w_y·l'(β)` and `w_y` over a batch (the caller divides).
+/// Sums of `w_y·l(β)`, `w_y·l'(β)`, `w_y·l''(β)` and `w_y` over a batch (the caller divides).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TemperatureSums {
     pub loss: f64,
     pub dloss_dbeta: f64,
+    pub d2loss_dbeta2: f64,
     pub weight: f64,
 }
 
-/// The temperature objective of one row, using `scratch` / `e` (length `K`) as work space.
+/// The temperature objective of one row and its first two derivatives in `β`, using
+/// `scratch` / `e` (length `K`) as work space.
 fn temperature_row<T: Real>(
     x: &[T],
     y: usize,
     beta: f64,
     scratch: &mut [T::Work],
     e: &mut [T::Work],
-) -> (f64, f64) {
+) -> (f64, f64, f64) {
     let m = row_max(x);
     for (s, &v) in scratch.iter_mut().zip(x) {
         let v = v.to_f64();
         // A masked class stays masked at every β (β = 0 included, where β·(−inf) is NaN).
         *s = <T::Work as Element>::from_f64(if v == f64::NEG_INFINITY { v } else { beta * v });
     }
-    let mb = row_max(scratch);
+    // β ≥ 0 and rounding is monotone, so the maximum of the rounded products is the
+    // rounded product of the maximum.
+    let mb = if m.is_finite() {
+        <T::Work as Element>::from_f64(beta * m).to_f64()
+    } else {
+        row_max(scratch)
+    };
     let es = exp_sum(scratch, mb, Some(e));
     let inv_s = 1.0 / es.total;
     let mut mean_shift = 0.0;
@@ -303,10 +313,19 @@ fn temperature_row<T: Real>(
             mean_shift += ej * (v.to_f64() - m);
         }
     }
+    let mu = mean_shift * inv_s;
+    let mut var = 0.0;
+    for (&ej, &v) in e.iter().zip(x) {
+        let ej = ej.to_f64();
+        if ej != 0.0 {
+            let d = v.to_f64() - m - mu;
+            var += ej * d * d;
+        }
+    }
     let zy = x[y].to_f64();
     let loss = (mb - beta * zy) + es.log_sum();
-    let dloss = mean_shift * inv_s + (m - zy);
-    (loss, dloss)
+    let dloss = mu + (m - zy);
+    (loss, dloss, var * inv_s)
 }
 
 /// The temperature objective's parameters shared by every row.
@@ -334,9 +353,10 @@ fn temperature_rows<T: Real>(
         if w == 0.0 {
             continue;
         }
-        let (l, d) = temperature_row(row, y as usize, beta, &mut scratch, &mut e);
+        let (l, d, d2) = temperature_row(row, y as usize, beta, &mut scratch, &mut e);
         sums.loss += w * l;
         sums.dloss_dbeta += w * d;
+        sums.d2loss_dbeta2 += w * d2;
         sums.weight += w;
     }
     Ok(sums)
@@ -363,10 +383,13 @@ pub fn temperature_batch<T: Real>(
     let parts = map_jobs(jobs, n * k, |(x, t)| temperature_rows(x, t, p))?
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
+    let total =
+        |f: fn(&TemperatureSums) -> f64| ordered_sum(&parts.iter().map(f).collect::<Vec<_>>());
     Ok(TemperatureSums {
-        loss: ordered_sum(&parts.iter().map(|p| p.loss).collect::<Vec<_>>()),
-        dloss_dbeta: ordered_sum(&parts.iter().map(|p| p.dloss_dbeta).collect::<Vec<_>>()),
-        weight: ordered_sum(&parts.iter().map(|p| p.weight).collect::<Vec<_>>()),
+        loss: total(|p| p.loss),
+        dloss_dbeta: total(|p| p.dloss_dbeta),
+        d2loss_dbeta2: total(|p| p.d2loss_dbeta2),
+        weight: total(|p| p.weight),
     })
 }
 
@@ -420,6 +443,12 @@ mod tests {
             let fd = (f(beta + h).loss - f(beta - h).loss) / (2.0 * h);
             let d = f(beta).dloss_dbeta;
             assert!((fd - d).abs() < 1e-6, "beta={beta}: {fd} vs {d}");
+            let fd2 = (f(beta + h).dloss_dbeta - f(beta - h).dloss_dbeta) / (2.0 * h);
+            let d2 = f(beta).d2loss_dbeta2;
+            assert!(
+                (fd2 - d2).abs() < 1e-6 * d2.max(1.0),
+                "beta={beta}: {fd2} vs {d2}"
+            );
         }
         let forward = (f(h).loss - f(0.0).loss) / h; // one-sided: O(h) error
         assert!((forward - f(0.0).dloss_dbeta).abs() < 1e-5);

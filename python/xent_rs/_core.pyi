@@ -49,9 +49,10 @@ def top_label(logits: FloatArray, k: int, conf: WeightArray, argmax: IndexArray)
     """Writes each row's top-label confidence (max softmax, float64) and first argmax."""
 def temperature_objective(
     logits: FloatArray, k: int, labels: IndexArray, beta: float,
-    weight: Optional[WeightArray] = None,
+    weight: Optional[WeightArray] = None, curvature: Optional[WeightArray] = None,
 ) -> Tuple[float, float, float]:
-    """(Σ w·loss, Σ w·d loss/d beta, Σ w) of cross-entropy at logits·beta."""
+    """(Σ w·loss, Σ w·d loss/d beta, Σ w) of cross-entropy at logits·beta; with
+    ``curvature`` (float64, one element) also writes Σ w·d² loss/d beta² to it."""
 def calib_stats(
     scores: FloatArray, k: int, from_logits: bool, labels: IndexArray,
     weight: Optional[WeightArray], edges: WeightArray, right: bool, out: WeightArray,

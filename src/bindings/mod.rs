@@ -334,7 +334,7 @@ fn temperature_typed<T: Real + NpElement>(
     labels: &Bound<'_, PyArray1<i64>>,
     beta: f64,
     weight: Factor<'_>,
-) -> PyResult<(f64, f64, f64)> {
+) -> PyResult<calib::TemperatureSums> {
     let (x, t) = (
         input(Some(logits), "logits")?,
         input(Some(labels), "labels")?,
@@ -345,13 +345,14 @@ fn temperature_typed<T: Real + NpElement>(
         data(&t, "labels")?.unwrap_or(&[]),
     );
     let w = data(&w, "weight")?;
-    let s = run_detached(py, x.len(), || calib::temperature_batch(x, k, t, beta, w))?;
-    Ok((s.loss, s.dloss_dbeta, s.weight))
+    run_detached(py, x.len(), || calib::temperature_batch(x, k, t, beta, w))
 }
 
-/// Weighted sums of the temperature objective `l(β)`, `l'(β)` and of the weights.
+/// Weighted sums of the temperature objective `l(β)`, `l'(β)` and of the weights; with
+/// `curvature` (a float64 array of one element), `Σ w·l''(β)` of the same pass is written
+/// to it (a Newton step's worth of information from one read of the logits).
 #[pyfunction]
-#[pyo3(signature = (logits, k, labels, beta, weight=None))]
+#[pyo3(signature = (logits, k, labels, beta, weight=None, curvature=None))]
 fn temperature_objective(
     py: Python<'_>,
     logits: Floats<'_>,
@@ -359,8 +360,20 @@ fn temperature_objective(
     labels: Bound<'_, PyArray1<i64>>,
     beta: f64,
     weight: Factor<'_>,
+    curvature: Option<Bound<'_, PyAny>>,
 ) -> PyResult<(f64, f64, f64)> {
-    each_float!(logits, a => temperature_typed(py, &a, k, &labels, beta, weight))
+    let mut c = output::<f64>(curvature.as_ref(), "curvature")?;
+    let c = data_mut(&mut c, "curvature")?;
+    if c.as_ref().is_some_and(|c| c.len() != 1) {
+        return Err(PyValueError::new_err(
+            "curvature: must have exactly one element",
+        ));
+    }
+    let s = each_float!(logits, a => temperature_typed(py, &a, k, &labels, beta, weight))?;
+    if let Some(c) = c {
+        c[0] = s.d2loss_dbeta2;
+    }
+    Ok((s.loss, s.dloss_dbeta, s.weight))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -52,6 +52,33 @@ pub unsafe fn log1p_nonnegative<V: F32Vec>(u: V) -> V {
     r.add(c)
 }
 
+/// `log1p(u)` for `u` in `[0, 1]` (NaN in, NaN out), given `w = 1 + u` (rounded) and
+/// `inv = 1 / w`, which the caller shares (BCE's sigmoid is `1 / (1 + e^{−|z|})`): as
+/// [`log1p_nonnegative`], without its division (the rounding error of `w` is added back as
+/// `c · inv`) and without its exponent extraction (`w` is in `[1, 2]`).
+///
+/// # Safety
+/// As for [`F32Vec`]: the CPU must support `V`'s instruction set.
+#[inline(always)]
+pub unsafe fn log1p_unit<V: F32Vec>(u: V, w: V, inv: V) -> V {
+    let one = V::splat(1.0);
+    let c = u.sub(w.sub(one)).mul(inv);
+    let big = w.gt(V::splat(2.0 * SQRT_HALF));
+    let x = V::select(big, w.mul(V::splat(0.5)), w).sub(one);
+    let k = V::one_where(big, one);
+    let z = x.mul(x);
+    let mut p = V::splat(P[0]);
+    for &coef in &P[1..] {
+        p = p.fma(x, V::splat(coef));
+    }
+    let y = p.mul(x).mul(z);
+    let y = k.fma(V::splat(LN2_LO), y);
+    let y = z.fma(V::splat(-0.5), y);
+    let r = x.add(y);
+    let r = k.fma(V::splat(LN2_HI), r);
+    r.add(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::vector::Scalar;
@@ -72,5 +99,20 @@ mod tests {
         // SAFETY: as above.
         let zero = unsafe { log1p_nonnegative(Scalar::splat_for_test(0.0)) }.value();
         assert_eq!(zero, 0.0);
+    }
+
+    #[test]
+    fn unit_form_within_two_ulp() {
+        let mut worst: f64 = 0.0;
+        let mut u = 1e-40f32;
+        while u <= 1.0 {
+            let s = Scalar::splat_for_test;
+            let w = 1.0 + u;
+            // SAFETY: the scalar path uses no special instructions.
+            let got = unsafe { log1p_unit(s(u), s(w), s(1.0 / w)) }.value();
+            worst = worst.max(ulps(got, (u as f64).ln_1p()));
+            u = if u < 0.999 { u * 1.000_37 } else { u + 1e-4 };
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
     }
 }

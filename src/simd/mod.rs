@@ -24,12 +24,12 @@ pub use exp::exp_nonpositive;
 pub use exp64::{
     exp_f64_in_place, mul_sech2_f32, refine_rounded_exps_f32, shift_capped_f32, tanh_f32_to_f64,
 };
-pub use log1p::log1p_nonnegative;
+pub use log1p::{log1p_nonnegative, log1p_unit};
 pub use rowops::{
     block_rows_f32, exp_sum_f32, exp_sum_f32_on, exp_sum_in_place_f32, row_block_stats_f32,
     row_max_f32, row_max_f32_on, scale_f32, BLOCK_MAX_K,
 };
-pub use vector::F32Vec;
+pub use vector::{bf16_bits, F32Vec, LaneElem};
 
 /// Arguments below this underflow float32's normal range; their exponential is flushed to 0.
 pub const FLUSH: f32 = -87.336_54;
@@ -68,7 +68,9 @@ pub fn detected() -> Isa {
         if std::arch::is_x86_feature_detected!("avx512f") {
             return Isa::Avx512;
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
         {
             return Isa::Avx2;
         }
@@ -117,7 +119,8 @@ fn run<Op: SimdOp>(isa: Isa, op: Op) -> Op::Output {
         // detected when the CPU reports avx512f.
         Isa::Avx512 => unsafe { x86::run_avx512(op) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above; `Isa::Avx2` is only detected when the CPU reports avx2 and fma.
+        // SAFETY: as above; `Isa::Avx2` is only detected when the CPU reports avx2, fma
+        // and f16c.
         Isa::Avx2 => unsafe { x86::run_avx2(op) },
         // SAFETY: the scalar vector type uses no special instructions.
         _ => unsafe { op.eval::<vector::Scalar>() },
@@ -139,6 +142,88 @@ pub fn dispatch_on<Op: SimdOp>(isa: Isa, op: Op) -> Option<Op::Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Widens 16-bit values and narrows float32 ones on a path.
+    struct RoundTrip<'a> {
+        bits: &'a [u16],
+        f32s: &'a [f32],
+        bf16: bool,
+        widened: &'a mut [f32],
+        narrowed: &'a mut [u16],
+    }
+
+    impl SimdOp for RoundTrip<'_> {
+        type Output = ();
+        unsafe fn eval<V: F32Vec>(self) {
+            for i in (0..self.bits.len() - V::LANES + 1).step_by(V::LANES) {
+                let (p, q) = (self.bits.as_ptr().add(i), self.f32s.as_ptr().add(i));
+                let (w, n) = (
+                    self.widened.as_mut_ptr().add(i),
+                    self.narrowed.as_mut_ptr().add(i),
+                );
+                if self.bf16 {
+                    V::load_bf16(p).store(w);
+                    V::load(q).store_bf16(n);
+                } else {
+                    V::load_f16(p).store(w);
+                    V::load(q).store_f16(n);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_conversions_match_the_half_crate_on_every_path() {
+        let bits: Vec<u16> = (0..=u16::MAX).collect();
+        // Every f16 and bf16 value, midpoints between neighbours (ties), and specials.
+        let mut f32s: Vec<f32> = Vec::new();
+        for &b in &bits {
+            let h = half::f16::from_bits(b).to_f32();
+            let next = half::f16::from_bits(b.wrapping_add(1)).to_f32();
+            f32s.extend([h, 0.5 * (h + next), f32::from_bits((b as u32) << 16)]);
+            f32s.push(f32::from_bits(((b as u32) << 16) | 0x8000));
+            f32s.push(f32::from_bits(((b as u32) << 16) | 0x8001));
+        }
+        f32s.extend([f32::MAX, f32::MIN, f32::INFINITY, f32::NAN, 1e-45, 65520.0]);
+        f32s.truncate(f32s.len() / 16 * 16);
+        let n = bits.len().min(f32s.len());
+        for isa in supported() {
+            for bf16 in [false, true] {
+                let (mut widened, mut narrowed) = (vec![0.0f32; n], vec![0u16; n]);
+                let op = RoundTrip {
+                    bits: &bits[..n],
+                    f32s: &f32s[..n],
+                    bf16,
+                    widened: &mut widened,
+                    narrowed: &mut narrowed,
+                };
+                dispatch_on(isa, op).unwrap();
+                for i in 0..n {
+                    let (want_w, want_n) = if bf16 {
+                        let b = half::bf16::from_bits(bits[i]);
+                        (b.to_f32(), half::bf16::from_f32(f32s[i]).to_bits())
+                    } else {
+                        let h = half::f16::from_bits(bits[i]);
+                        (h.to_f32(), half::f16::from_f32(f32s[i]).to_bits())
+                    };
+                    let same = widened[i].to_bits() == want_w.to_bits()
+                        || (widened[i].is_nan() && want_w.is_nan());
+                    assert!(same, "{isa:?} bf16={bf16} widen {:#x}", bits[i]);
+                    let nan = f32s[i].is_nan();
+                    let ok = if nan {
+                        narrowed[i] & 0x7fff > 0x7c00 || bf16 && narrowed[i] & 0x7fff > 0x7f80
+                    } else {
+                        narrowed[i] == want_n
+                    };
+                    assert!(
+                        ok,
+                        "{isa:?} bf16={bf16} narrow {} -> {:#x} vs {want_n:#x}",
+                        f32s[i], narrowed[i]
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn forcing_a_path_is_capped_by_the_cpu() {

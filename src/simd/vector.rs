@@ -63,7 +63,103 @@ pub trait F32Vec: Copy {
     /// Writes the accumulator's `LANES` f64 values, lane `i` (the sum of lane `i` of every
     /// added vector) at `out + i`.
     unsafe fn acc_lanes(acc: Self::F64Acc, out: *mut f64);
+    /// Whether any lane is outside `[0, 1]` or NaN.
+    unsafe fn any_outside_unit(self) -> bool;
+    /// Whether every lane is exactly 0 (either sign) or 1.
+    unsafe fn all_binary(self) -> bool;
+    /// `LANES` IEEE half-precision values (their bits) at `p`, widened (exactly).
+    unsafe fn load_f16(p: *const u16) -> Self;
+    /// Stores the lanes at `p` as half precision, rounded to nearest (ties to even).
+    unsafe fn store_f16(self, p: *mut u16);
+    /// `LANES` bfloat16 values (their bits) at `p`, widened (exactly: a shift).
+    unsafe fn load_bf16(p: *const u16) -> Self;
+    /// Stores the lanes at `p` as bfloat16, rounded to nearest (ties to even); NaN stays NaN.
+    unsafe fn store_bf16(self, p: *mut u16);
 }
+
+/// The bfloat16 bits of `v`, rounded to nearest (ties to even), NaN kept quiet.
+#[inline(always)]
+pub fn bf16_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    if v.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// An element type the float32 kernels load into and store from `F32Vec` lanes: float32
+/// itself, or a 16-bit float widened in registers (never through a float32 copy in memory).
+///
+/// # Safety
+/// As for [`F32Vec`]; full loads and stores need `V::LANES` elements at the pointer, partial
+/// ones `n < V::LANES`.
+#[allow(clippy::missing_safety_doc)]
+pub trait LaneElem: Copy + 'static {
+    unsafe fn load<V: F32Vec>(p: *const Self) -> V;
+    unsafe fn store<V: F32Vec>(v: V, p: *mut Self);
+    unsafe fn load_partial<V: F32Vec>(p: *const Self, n: usize, fill: f32) -> V;
+    unsafe fn store_partial<V: F32Vec>(v: V, p: *mut Self, n: usize);
+    fn to_f32(self) -> f32;
+}
+
+impl LaneElem for f32 {
+    #[inline(always)]
+    unsafe fn load<V: F32Vec>(p: *const f32) -> V {
+        V::load(p)
+    }
+    #[inline(always)]
+    unsafe fn store<V: F32Vec>(v: V, p: *mut f32) {
+        v.store(p)
+    }
+    #[inline(always)]
+    unsafe fn load_partial<V: F32Vec>(p: *const f32, n: usize, fill: f32) -> V {
+        V::load_partial(p, n, fill)
+    }
+    #[inline(always)]
+    unsafe fn store_partial<V: F32Vec>(v: V, p: *mut f32, n: usize) {
+        v.store_partial(p, n)
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+/// The 16-bit types: full vectors through the instruction set's conversions, tails through
+/// a stack buffer of one vector.
+macro_rules! lane_elem_16 {
+    ($t:ty, $load:ident, $store:ident) => {
+        impl LaneElem for $t {
+            #[inline(always)]
+            unsafe fn load<V: F32Vec>(p: *const $t) -> V {
+                V::$load(p.cast::<u16>())
+            }
+            #[inline(always)]
+            unsafe fn store<V: F32Vec>(v: V, p: *mut $t) {
+                v.$store(p.cast::<u16>())
+            }
+            #[inline(always)]
+            unsafe fn load_partial<V: F32Vec>(p: *const $t, n: usize, fill: f32) -> V {
+                let mut buf = [<$t>::from_f32(fill); 16];
+                std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+                V::$load(buf.as_ptr().cast::<u16>())
+            }
+            #[inline(always)]
+            unsafe fn store_partial<V: F32Vec>(v: V, p: *mut $t, n: usize) {
+                let mut buf = [<$t>::ZERO; 16];
+                v.$store(buf.as_mut_ptr().cast::<u16>());
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+            }
+            #[inline(always)]
+            fn to_f32(self) -> f32 {
+                <$t>::to_f32(self)
+            }
+        }
+    };
+}
+
+lane_elem_16!(half::f16, load_f16, store_f16);
+lane_elem_16!(half::bf16, load_bf16, store_bf16);
 
 /// The portable path: one lane, plain Rust.
 #[derive(Clone, Copy)]
@@ -206,6 +302,30 @@ impl F32Vec for Scalar {
     #[inline(always)]
     unsafe fn acc_lanes(acc: f64, out: *mut f64) {
         *out = acc
+    }
+    #[inline(always)]
+    unsafe fn any_outside_unit(self) -> bool {
+        !(0.0..=1.0).contains(&self.0)
+    }
+    #[inline(always)]
+    unsafe fn all_binary(self) -> bool {
+        self.0 == 0.0 || self.0 == 1.0
+    }
+    #[inline(always)]
+    unsafe fn load_f16(p: *const u16) -> Self {
+        Scalar(half::f16::from_bits(*p).to_f32())
+    }
+    #[inline(always)]
+    unsafe fn store_f16(self, p: *mut u16) {
+        *p = half::f16::from_f32(self.0).to_bits()
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u16) -> Self {
+        Scalar(f32::from_bits((*p as u32) << 16))
+    }
+    #[inline(always)]
+    unsafe fn store_bf16(self, p: *mut u16) {
+        *p = bf16_bits(self.0)
     }
 }
 

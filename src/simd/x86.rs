@@ -5,10 +5,10 @@ use super::vector::F32Vec;
 use super::SimdOp;
 
 /// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn run_avx2<Op: SimdOp>(op: Op) -> Op::Output {
-    // SAFETY: this function's own contract: the CPU supports avx2 and fma.
+    // SAFETY: this function's own contract: the CPU supports avx2, fma and f16c.
     unsafe { op.eval::<avx2::V>() }
 }
 
@@ -181,6 +181,44 @@ pub mod avx2 {
             _mm256_storeu_pd(b.as_mut_ptr(), _mm256_add_pd(acc.0, acc.1));
             (b[0] + b[1]) + (b[2] + b[3])
         }
+        #[inline(always)]
+        unsafe fn any_outside_unit(self) -> bool {
+            let below = _mm256_cmp_ps::<_CMP_NGE_UQ>(self.0, _mm256_setzero_ps());
+            let above = _mm256_cmp_ps::<_CMP_NLE_UQ>(self.0, _mm256_set1_ps(1.0));
+            _mm256_movemask_ps(_mm256_or_ps(below, above)) != 0
+        }
+        #[inline(always)]
+        unsafe fn all_binary(self) -> bool {
+            let zero = _mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, _mm256_setzero_ps());
+            let one = _mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, _mm256_set1_ps(1.0));
+            _mm256_movemask_ps(_mm256_or_ps(zero, one)) == 0xff
+        }
+        #[inline(always)]
+        unsafe fn load_f16(p: *const u16) -> Self {
+            V(_mm256_cvtph_ps(_mm_loadu_si128(p.cast())))
+        }
+        #[inline(always)]
+        unsafe fn store_f16(self, p: *mut u16) {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0);
+            _mm_storeu_si128(p.cast(), h)
+        }
+        #[inline(always)]
+        unsafe fn load_bf16(p: *const u16) -> Self {
+            let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+            V(_mm256_castsi256_ps(_mm256_slli_epi32::<16>(w)))
+        }
+        #[inline(always)]
+        unsafe fn store_bf16(self, p: *mut u16) {
+            let b = _mm256_castps_si256(self.0);
+            let odd = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
+            let rounded = _mm256_add_epi32(b, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff)));
+            let quiet = _mm256_or_si256(b, _mm256_set1_epi32(0x0040_0000));
+            let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(self.0, self.0));
+            let r = _mm256_srli_epi32::<16>(_mm256_blendv_epi8(rounded, quiet, nan));
+            let packed =
+                _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
+            _mm_storeu_si128(p.cast(), packed)
+        }
     }
 }
 
@@ -336,6 +374,42 @@ pub mod avx512 {
             let mut b = [0.0f64; 8];
             _mm512_storeu_pd(b.as_mut_ptr(), _mm512_add_pd(acc.0, acc.1));
             ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]))
+        }
+        #[inline(always)]
+        unsafe fn any_outside_unit(self) -> bool {
+            let below = _mm512_cmp_ps_mask::<_CMP_NGE_UQ>(self.0, _mm512_setzero_ps());
+            let above = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(self.0, _mm512_set1_ps(1.0));
+            (below | above) != 0
+        }
+        #[inline(always)]
+        unsafe fn all_binary(self) -> bool {
+            let zero = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(self.0, _mm512_setzero_ps());
+            let one = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(self.0, _mm512_set1_ps(1.0));
+            (zero | one) == 0xffff
+        }
+        #[inline(always)]
+        unsafe fn load_f16(p: *const u16) -> Self {
+            V(_mm512_cvtph_ps(_mm256_loadu_si256(p.cast())))
+        }
+        #[inline(always)]
+        unsafe fn store_f16(self, p: *mut u16) {
+            let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0);
+            _mm256_storeu_si256(p.cast(), h)
+        }
+        #[inline(always)]
+        unsafe fn load_bf16(p: *const u16) -> Self {
+            let w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()));
+            V(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(w)))
+        }
+        #[inline(always)]
+        unsafe fn store_bf16(self, p: *mut u16) {
+            let b = _mm512_castps_si512(self.0);
+            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+            let rounded = _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
+            let quiet = _mm512_or_si512(b, _mm512_set1_epi32(0x0040_0000));
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(self.0, self.0);
+            let r = _mm512_srli_epi32::<16>(_mm512_mask_blend_epi32(nan, rounded, quiet));
+            _mm256_storeu_si256(p.cast(), _mm512_cvtepi32_epi16(r))
         }
     }
 }
