@@ -389,6 +389,11 @@ def test_errors_no_overflow_warning_escapes(reduction):
 
 CTRL_C = """
 import os, signal, threading, time, numpy as np, xent_rs as xr
+# A terminal's Ctrl-C reaches a process whose SIGINT has Python's handler; a child of a test
+# runner may inherit SIGINT ignored (Python then installs no handler) or blocked: restore it.
+inherited = (signal.getsignal(signal.SIGINT), sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 xr.set_num_threads(1)
 # Size one call to take at least ~1 s (bounded), measured on this machine as it is now.
 n = 1 << 22
@@ -410,7 +415,7 @@ threading.Thread(target=interrupt).start()
 try:
     xr.cross_entropy(x, y, label_smoothing=0.1, return_grad=True)
     time.sleep(1)  # a signal that arrived after the call is raised here
-    print("not interrupted", full)
+    print("not interrupted", full, inherited)
 except KeyboardInterrupt:
     late = time.perf_counter() - sent[0]
     ok = abs(float(xr.cross_entropy(np.zeros((3, 4), np.float32), np.arange(3))) - np.log(4))
