@@ -144,7 +144,7 @@ def torch_loss_and_grad(logits, labels):
         xt = x.detach().requires_grad_(True)
         loss = F.cross_entropy(xt, t)
         loss.backward()
-        return float(loss), xt.grad
+        return float(loss.detach()), xt.grad
 
     return run
 
