@@ -39,17 +39,7 @@ pub unsafe fn log1p_nonnegative<V: F32Vec>(u: V) -> V {
     let f = V::select(big, f.mul(V::splat(0.5)), f);
     let k = V::select(big, k.add(one), k);
     let x = f.sub(one);
-    let z = x.mul(x);
-    let mut p = V::splat(P[0]);
-    for &coef in &P[1..] {
-        p = p.fma(x, V::splat(coef));
-    }
-    let y = p.mul(x).mul(z);
-    let y = k.fma(V::splat(LN2_LO), y);
-    let y = z.fma(V::splat(-0.5), y);
-    let r = x.add(y);
-    let r = k.fma(V::splat(LN2_HI), r);
-    r.add(c)
+    log_reduced(x, k, c)
 }
 
 /// `log1p(u)` for `u` in `[0, 1]` (NaN in, NaN out), given `w = 1 + u` (rounded) and
@@ -66,6 +56,16 @@ pub unsafe fn log1p_unit<V: F32Vec>(u: V, w: V, inv: V) -> V {
     let big = w.gt(V::splat(2.0 * SQRT_HALF));
     let x = V::select(big, w.mul(V::splat(0.5)), w).sub(one);
     let k = V::one_where(big, one);
+    log_reduced(x, k, c)
+}
+
+/// `k·ln 2 + log(1 + x) + c` for a reduced argument `x` in `[√½ − 1, √2 − 1]`: the polynomial
+/// both `log1p` forms finish with.
+///
+/// # Safety
+/// As for [`F32Vec`]: the CPU must support `V`'s instruction set.
+#[inline(always)]
+unsafe fn log_reduced<V: F32Vec>(x: V, k: V, c: V) -> V {
     let z = x.mul(x);
     let mut p = V::splat(P[0]);
     for &coef in &P[1..] {
