@@ -531,3 +531,42 @@ def test_import_xent_rs_does_not_import_torch():
     assert out.strip() == "False"
     out = run_script("import xent_rs\nprint(xent_rs.torch.__name__)\n", timeout=120)
     assert out.strip() == "xent_rs.torch"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_a_released_large_gradient_is_reused_and_a_live_one_never(dtype):
+    # Gradients of >= 4 MiB come from a one-buffer cache: the buffer of a gradient PyTorch
+    # has released is written again, one still alive never is.
+    n, k = 2100, 1000  # 4.2 MB in 16-bit
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n, k, generator=g).to(dtype).requires_grad_()
+    t = torch.randint(0, k, (n,), generator=g)
+    ref = x.detach().float().requires_grad_()
+    F.cross_entropy(ref, t).backward()
+    tol = {"rtol": 2e-2, "atol": 1e-6} if dtype != torch.float32 else {"rtol": 1e-4, "atol": 1e-9}
+    kept = []
+    for step in range(3):  # every gradient stays alive: three buffers
+        x.grad = None
+        xt.cross_entropy(x, t if step != 1 else t.flip(0)).backward()
+        kept.append(x.grad)
+    assert len({a.data_ptr() for a in kept}) == 3
+    torch.testing.assert_close(kept[0].float(), ref.grad, **tol)
+    torch.testing.assert_close(kept[2].float(), ref.grad, **tol)
+    flipped = x.detach().float().requires_grad_()
+    F.cross_entropy(flipped, t.flip(0)).backward()
+    torch.testing.assert_close(kept[1].float(), flipped.grad, **tol)
+    del kept
+    ptrs = set()
+    for _ in range(3):  # each released before the next step: one buffer, values still right
+        x.grad = None
+        xt.cross_entropy(x, t).backward()
+        ptrs.add(x.grad.data_ptr())
+        torch.testing.assert_close(x.grad.float(), ref.grad, **tol)
+    assert len(ptrs) == 1
+    y = torch.rand(n, k, generator=g).to(dtype)  # the BCE operator shares the cache
+    z = x.detach().clone().requires_grad_()
+    xt.binary_cross_entropy_with_logits(z, y).backward()
+    zr = x.detach().float().requires_grad_()
+    F.binary_cross_entropy_with_logits(zr, y.float()).backward()
+    torch.testing.assert_close(z.grad.float(), zr.grad, **tol)
+    assert z.grad.data_ptr() != x.grad.data_ptr()

@@ -29,6 +29,8 @@ Needs PyTorch (``pip install xent_rs[torch]``); ``import xent_rs`` alone never i
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from typing import Any, Optional
 
 import numpy as np
@@ -83,6 +85,64 @@ def _tensor(a: np.ndarray, dtype: torch.dtype) -> Tensor:
     return torch.from_numpy(a)
 
 
+class _GradientCache:
+    """The memory of the last large gradient that PyTorch released, for the next call that
+    needs a gradient of the same size.
+
+    A training step's gradient is fresh memory every step (``zero_grad(set_to_none=True)``,
+    PyTorch's default, drops the last one), and the operating system zeroes fresh pages as
+    they are first written: at ``(8192, 32000)`` float32 that is about a third of the step
+    (docs/torch.md). When the tensor holding a gradient from here is freed, its buffer is
+    kept (one buffer at most, so at most one gradient's worth of memory is held after the
+    last step) and the next call of the same byte size writes into it instead. A gradient
+    still alive is never handed out again: the buffer comes back only when the NumPy array
+    that the tensor's storage holds is collected."""
+
+    MIN_BYTES = 4 << 20  # below this malloc reuses freed memory anyway
+
+    def __init__(self) -> None:
+        self._free: Optional[np.ndarray] = None  # a 1-D uint8 array owning its memory
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple, dtype: np.dtype) -> Optional[np.ndarray]:
+        """A 1-D uint8 buffer of exactly the gradient's size, or None (small, or none
+        free of that size)."""
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes < self.MIN_BYTES:
+            return None
+        with self._lock:
+            buf, self._free = self._free, None
+        if buf is None or buf.nbytes != nbytes:
+            buf = np.empty(nbytes, dtype=np.uint8)  # (a stale one of another size is freed)
+        return buf
+
+    def give_back(self, buf: np.ndarray) -> None:
+        with self._lock:
+            self._free = buf
+
+    def tensor(self, buf: np.ndarray, grad: np.ndarray, dtype: torch.dtype) -> Tensor:
+        """``buf`` (which the core wrote ``grad`` into) as the gradient tensor; its memory
+        returns here when the tensor's storage (which holds the array made here, and only
+        it) is freed."""
+        array = buf.view(np.int16 if dtype == torch.bfloat16 else grad.dtype)
+        array = array.reshape(grad.shape)
+        weakref.finalize(array, self.give_back, buf).atexit = False
+        t = torch.from_numpy(array)
+        return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
+
+
+_GRADIENTS = _GradientCache()
+
+
+def _grad_buffer(x: np.ndarray, need_grad: bool) -> tuple[Optional[np.ndarray], Any]:
+    """``(out, buf)`` for a kernel call on the NumPy logits ``x``: ``out`` the array to pass
+    as the core's ``out`` (None: let it allocate), ``buf`` the cached buffer behind it."""
+    if not need_grad:
+        return None, None
+    buf = _GRADIENTS.take(x.shape, x.dtype)
+    return (None, None) if buf is None else (buf.view(x.dtype).reshape(x.shape), buf)
+
+
 def _factor(t: Optional[Tensor]) -> Optional[np.ndarray]:
     """A weight as float64 NumPy (the dtype the kernels read weights in)."""
     return None if t is None else _numpy(t.to(torch.float64))
@@ -96,12 +156,15 @@ def _result(loss: Any, reduction: str, input: Tensor) -> Tensor:
     return torch.scalar_tensor(float(loss), dtype=input.dtype)
 
 
-def _outputs(res: Any, reduction: str, input: Tensor,
-             need_grad: bool) -> tuple[Tensor, Tensor]:
+def _outputs(res: Any, reduction: str, input: Tensor, need_grad: bool,
+             buf: Optional[np.ndarray] = None) -> tuple[Tensor, Tensor]:
     """The operators' ``(loss, grad)`` from the NumPy API's result (``grad`` empty unless
-    ``need_grad``)."""
+    ``need_grad``; ``buf``: the cached buffer the gradient was written into)."""
     if not need_grad:
         return _result(res, reduction, input), input.new_empty((0,))
+    if buf is not None:
+        return (_result(res[0], reduction, input),
+                _GRADIENTS.tensor(buf, res[1], input.dtype))
     return _result(res[0], reduction, input), _tensor(res[1], input.dtype)
 
 
@@ -121,11 +184,13 @@ def _cross_entropy_op(input: Tensor, target: Tensor, weight: Optional[Tensor],
     """Softmax cross-entropy, class axis last; ``(loss, grad of loss)`` (grad empty unless
     ``need_grad``). ``target``: class indices of shape ``input.shape[:-1]`` or probabilities
     of ``input.shape``."""
-    res = _xr.cross_entropy(_numpy(input), _numpy(target), weight=_factor(weight),
+    x = _numpy(input)
+    out, buf = _grad_buffer(x, need_grad)
+    res = _xr.cross_entropy(x, _numpy(target), weight=_factor(weight),
                             ignore_index=ignore_index, label_smoothing=label_smoothing,
                             reduction=reduction, return_grad=need_grad, z_loss=z_loss,
-                            softcap=softcap)
-    return _outputs(res, reduction, input, need_grad)
+                            softcap=softcap, out=out)
+    return _outputs(res, reduction, input, need_grad, buf)
 
 
 @_cross_entropy_op.register_fake
@@ -142,10 +207,12 @@ def _bce_op(input: Tensor, target: Tensor, weight: Optional[Tensor],
             pos_weight: Optional[Tensor], reduction: str,
             need_grad: bool) -> tuple[Tensor, Tensor]:
     """Sigmoid binary cross-entropy, elementwise; ``(loss, grad of loss)`` as above."""
+    x = _numpy(input)
+    out, buf = _grad_buffer(x, need_grad)
     res = _xr.binary_cross_entropy_with_logits(
-        _numpy(input), _numpy(target), weight=_factor(weight), pos_weight=_factor(pos_weight),
-        reduction=reduction, return_grad=need_grad)
-    return _outputs(res, reduction, input, need_grad)
+        x, _numpy(target), weight=_factor(weight), pos_weight=_factor(pos_weight),
+        reduction=reduction, return_grad=need_grad, out=out)
+    return _outputs(res, reduction, input, need_grad, buf)
 
 
 @_bce_op.register_fake
