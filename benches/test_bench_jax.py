@@ -5,7 +5,10 @@ Run: ``JAX_PLATFORMS=cpu .venv/bin/python -m pytest benches/test_bench_jax.py -q
 (``-k 8192x32000`` picks one shape). Groups:
 
 * ``jax cce <n>x<k> loss+grad``: ``xent_rs.jax-ffi`` (the XLA FFI target the adapter uses
-  on the CPU), ``xent_rs.jax-callback`` (its ``jax.pure_callback`` fallback) and ``optax``
+  on the CPU: the extension's handler, which runs this call without the interpreter),
+  ``xent_rs.jax-ffi-ctypes`` (the same target with every call sent on to the adapter's
+  ctypes handler, as calls with class weights, probabilities or ``vmap`` axes go),
+  ``xent_rs.jax-callback`` (the ``jax.pure_callback`` fallback) and ``optax``
   (``softmax_cross_entropy_with_integer_labels`` then ``jnp.mean``, differentiated by JAX);
 * ``jax overhead 8x10 loss+grad``: the same on a tiny input, plus ``xent_rs-numpy`` (the
   core called on NumPy arrays): the difference is the adapter's per-call overhead;
@@ -35,7 +38,7 @@ import xent_rs as xr  # noqa: E402
 import xent_rs.jax as xj  # noqa: E402
 
 SHAPES = [(8_192, 32_000), (100_000, 1_000)]
-IMPLS = ["xent_rs.jax-ffi", "xent_rs.jax-callback", "optax"]
+IMPLS = ["xent_rs.jax-ffi", "xent_rs.jax-ffi-ctypes", "xent_rs.jax-callback", "optax"]
 
 
 def optax_mean(z, y):
@@ -45,6 +48,7 @@ def optax_mean(z, y):
 def step(impl, monkeypatch, vmap_method=None):
     """The jitted loss+grad of ``impl``, traced on the path it names."""
     monkeypatch.setattr(xj, "_FORCE_CALLBACK", impl == "xent_rs.jax-callback")
+    monkeypatch.setattr(xj, "_FFI_FAST", impl != "xent_rs.jax-ffi-ctypes")
     if vmap_method is not None:
         monkeypatch.setattr(xj, "_VMAP_METHOD", vmap_method)
     jax.clear_caches()
@@ -90,7 +94,7 @@ def test_per_call_overhead(benchmark, monkeypatch, impl):
 
 
 @pytest.mark.parametrize("vmap_method", ["expand_dims", "broadcast_all"])
-@pytest.mark.parametrize("impl", IMPLS[:2])
+@pytest.mark.parametrize("impl", ["xent_rs.jax-ffi", "xent_rs.jax-callback"])
 def test_vmap_method(benchmark, monkeypatch, impl, vmap_method):
     rng = np.random.default_rng(1)
     zs = jnp.asarray(rng.standard_normal((64, 256, 100), dtype=np.float32))

@@ -294,6 +294,94 @@ def test_both_host_paths_agree_bitwise(host_path, monkeypatch):
     np.testing.assert_array_equal(np.asarray(g), np.asarray(g2))
 
 
+def _fast_calls():
+    from xent_rs import _core
+    return _core.xla_ffi_fast_calls()
+
+
+def _both_handlers(monkeypatch, f, *args):
+    """``f(*args)`` jitted through the extension's FFI handler and through the ctypes one
+    (every call sent on to it); the results and how many calls the former served itself."""
+    out = []
+    for fast in (True, False):
+        monkeypatch.setattr(xj, "_FFI_FAST", fast)
+        jax.clear_caches()
+        before = _fast_calls()
+        out.append((jax.block_until_ready(jax.jit(f)(*args)), _fast_calls() - before))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16, jnp.bfloat16, jnp.float64],
+                         ids=["float32", "float16", "bfloat16", "float64"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.2, "ignore_index": 1},
+                                     {"z_loss": 1e-3, "softcap": 3.0, "ignore_index": 0}],
+                         ids=["plain", "smoothing-ignore", "zloss-softcap"])
+def test_extension_handler_agrees_bitwise_with_the_ctypes_handler(host_path, monkeypatch,
+                                                                   dtype, reduction, options):
+    """The extension's FFI handler runs calls with int32/int64 class indices and no class
+    weights itself; what it writes is bit for bit what the ctypes handler (the core's
+    Python API on XLA's buffers) writes, for the loss alone and for loss and gradient."""
+    if host_path != "ffi":
+        pytest.skip("the FFI handlers only")
+    with jax.enable_x64(dtype == jnp.float64):
+        z, y = problem(n=40, k=9, dtype=dtype)
+        if dtype == jnp.float64:
+            y = y.astype(jnp.int64)
+        loss = lambda z: xj.cross_entropy(z, y, reduction=reduction, **options)  # noqa: E731
+        scalar = (lambda z: jnp.sum(loss(z))) if reduction == "none" else loss
+        for f in (loss, jax.value_and_grad(scalar)):
+            (fast, served), (slow, none_served) = _both_handlers(monkeypatch, f, z)
+            assert (served, none_served) == (1, 0)
+            for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(slow)):
+                assert a.dtype == b.dtype == dtype
+                np.testing.assert_array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64))
+        ref = lambda z: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(z, y))  # noqa: E731
+        if reduction == "mean" and not options and dtype == jnp.float32:
+            close(fast[1], jax.grad(ref)(z))
+
+
+def test_calls_the_extension_handler_does_not_take_go_to_the_ctypes_handler(host_path,
+                                                                           monkeypatch):
+    """Class weights, probabilities, float class indices and vmap axes: the ctypes handler
+    does them (the extension's serves none of them), with the same results."""
+    if host_path != "ffi":
+        pytest.skip("the FFI handlers only")
+    z, y = problem(n=12, k=5)
+    zs = jnp.stack([z, 2 * z, -z])
+    calls = [
+        (lambda z: xj.cross_entropy(z, y, weight=jnp.arange(1.0, 6.0)), z),
+        (lambda z: xj.cross_entropy(z, probs(z.shape)), z),
+        (lambda z: xj.cross_entropy(z, y.astype(jnp.float32)), z),
+        (lambda z: xj.cross_entropy(z, y.astype(jnp.int16)), z),
+        (jax.vmap(jax.value_and_grad(lambda z: xj.cross_entropy(z, y))), zs),
+        (lambda z: xj.binary_cross_entropy_with_logits(z, (z > 0).astype(z.dtype)), z),
+    ]
+    for f, arg in calls:
+        (a, served), (b, _) = _both_handlers(monkeypatch, f, arg)
+        assert served == 0
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    vs, gs = jax.jit(jax.vmap(jax.value_and_grad(lambda z: xj.cross_entropy(z, y))))(zs)
+    for i in range(3):  # each problem of the vmap as its own (fast) call
+        v, g = jax.jit(jax.value_and_grad(lambda z: xj.cross_entropy(z, y)))(zs[i])
+        np.testing.assert_array_equal(np.asarray(vs[i]), np.asarray(v))
+        np.testing.assert_array_equal(np.asarray(gs[i]), np.asarray(g))
+
+
+def test_extension_handler_reports_bad_labels_with_the_cores_message(host_path):
+    if host_path != "ffi":
+        pytest.skip("the FFI handlers only")
+    z, y = problem()
+    for labels in (y.at[4].set(-3), y.at[0].set(5)):
+        with pytest.raises(jax.errors.JaxRuntimeError,
+                           match=r"target: class index (-3|5) \(at flat position (4|0)\) is out "
+                                 r"of range: must be in \[0, 5\) or equal to ignore_index=-100"):
+            jax.block_until_ready(jax.jit(jax.value_and_grad(xj.cross_entropy))(z, labels))
+    v = jax.jit(lambda z, y: xj.cross_entropy(z, y, ignore_index=-3))(z, y.at[4].set(-3))
+    close(v, jnp.mean(optax.softmax_cross_entropy_with_integer_labels(z, y)[jnp.arange(6) != 4]))
+
+
 # ------------------------------------------------------------------------ errors --
 
 def test_forward_mode_and_second_derivatives_raise():

@@ -3,10 +3,12 @@
 ``cross_entropy`` and ``binary_cross_entropy_with_logits`` take JAX arrays (class axis last,
 as in the core API) and work on concrete arrays and inside ``jax.jit``, ``jax.grad``,
 ``jax.value_and_grad`` and ``jax.vmap``. The kernel is called through an XLA FFI target
-(a ctypes function pointer: no compiler needed) that reads XLA's input buffers and writes
-the loss and gradient into XLA's output buffers, without copies; on other backends, or if
-the target cannot be registered, through ``jax.pure_callback`` (which copies every input
-and output once more). Its one fused pass gives the loss and the gradient together, and
+that reads XLA's input buffers and writes the loss and gradient into XLA's output buffers,
+without copies: the extension's handler (Rust, no interpreter lock) runs the common case,
+categorical cross-entropy of int32/int64 class indices without class weights, and hands
+every other call to a ctypes handler here that runs the core's Python API on the buffers.
+On other backends, or if the target cannot be registered, the kernel is called through
+``jax.pure_callback`` (which copies every input and output once more). Its one fused pass gives the loss and the gradient together, and
 the gradient is saved for the backward pass (a ``jax.custom_vjp``), so the backward pass is
 one multiplication by the cotangent (which XLA drops when the cotangent is the literal 1
 of ``jax.grad``).
@@ -55,6 +57,7 @@ except ImportError as exc:  # the framework is optional: say what to install
     raise ImportError("xent_rs.jax needs JAX, which is not installed: "
                       "pip install xent_rs[jax] (or pip install jax)") from exc
 
+from . import _core
 from . import _validate as _v
 from . import binary_cross_entropy_with_logits as _core_bce
 from . import cross_entropy as _core_cce
@@ -147,15 +150,40 @@ def _call_host(spec, want_grad, logits, arrays):
         # through a JAX transformation comes back with its keys sorted).
         operands = [arrays[k] for k in _present(spec)]
         call = jax.ffi.ffi_call(_FFI_TARGET, shapes, vmap_method=_VMAP_METHOD)
-        return call(logits, *operands, spec_id=np.int64(_spec_id(spec, want_grad)))
+        return call(logits, *operands, spec_id=np.int64(_spec_id(spec, want_grad)),
+                    **_fast_attributes(spec, operands))
 
     return jax.lax.platform_dependent(logits, arrays, cpu=ffi, default=callback)
 
 
+_REDUCTIONS = {"mean": 0, "sum": 1, "none": 2}
+
+
+def _fast_attributes(spec, operands):
+    """The attributes that let the extension's FFI handler run the call itself, without
+    the interpreter: categorical cross-entropy of int32/int64 class indices without class
+    weights (``fast=1``; the handler still sends a call under ``vmap`` to the Python
+    handler, telling it by the logits' rank). ``fast=0`` for every other call."""
+    opts = dict(spec.options)
+    fast = (_FFI_FAST and spec.loss == "cce" and len(operands) == 1
+            and np.dtype(operands[0].dtype) in (np.dtype(np.int32), np.dtype(np.int64))
+            and -(2**63) <= opts["ignore_index"] < 2**63)
+    if not fast:
+        return {"fast": np.int64(0)}
+    cap = opts.get("softcap")
+    return {"fast": np.int64(1), "ndim": np.int64(dict(spec.ndims)["logits"]),
+            "ignore_index": np.int64(opts["ignore_index"]),
+            "label_smoothing": np.float64(opts["label_smoothing"]),
+            "reduction": np.int64(_REDUCTIONS[opts["reduction"]]),
+            "z_loss": np.float64(opts.get("z_loss", 0.0)),
+            "softcap": np.float64(0.0 if cap is None else cap)}
+
+
 # ------------------------------------------------------- the XLA FFI target (ctypes) --
-# The handler is a Python function behind a ctypes function pointer, registered as a typed
-# XLA FFI target: XLA hands it its own input and output buffers, the core reads the former
-# and writes the loss and gradient straight into the latter. (jax.pure_callback, the
+# The extension's handler (src/bindings/xla_ffi.rs) is the registered target; the calls it
+# does not take itself come here, to a Python function behind a ctypes function pointer:
+# XLA hands it its own input and output buffers, the core reads the former and writes the
+# loss and gradient straight into the latter. (jax.pure_callback, the
 # fallback, copies every input on the way in and every output on the way out.) The
 # structures below are those of xla/ffi/api/c_api.h that the handler reads; it reports
 # API version 0.1, whose layout of these has not changed since.
@@ -197,7 +225,12 @@ class _List(ctypes.Structure):  # XLA_FFI_Args and XLA_FFI_Rets
 class _Attrs(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
                 ("size", ctypes.c_int64), ("types", ctypes.POINTER(ctypes.c_int)),
-                ("names", ctypes.c_void_p), ("attrs", ctypes.POINTER(ctypes.c_void_p))]
+                ("names", ctypes.POINTER(ctypes.c_void_p)),
+                ("attrs", ctypes.POINTER(ctypes.c_void_p))]
+
+
+class _ByteSpan(ctypes.Structure):
+    _fields_ = [("ptr", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
 class _Scalar(ctypes.Structure):
@@ -285,6 +318,15 @@ def _advise_huge_pages(a):
         _MADVISE(start, end - start, _MADV_HUGEPAGE)
 
 
+def _spec_id_attribute(attrs):
+    """The ``spec_id`` scalar among the call's attributes (XLA sorts them by name)."""
+    for i in range(attrs.size):
+        name = ctypes.cast(attrs.names[i], ctypes.POINTER(_ByteSpan)).contents
+        if ctypes.string_at(name.ptr, name.len) == b"spec_id" and attrs.types[i] == _SCALAR_ATTR:
+            return ctypes.cast(attrs.attrs[i], ctypes.POINTER(_Scalar)).contents
+    raise RuntimeError("xent_rs.jax: the FFI call lost its spec_id attribute")
+
+
 def _ffi_execute(frame):
     f = frame.contents
     ext = f.extension_start
@@ -293,9 +335,7 @@ def _ffi_execute(frame):
         meta.api_version.major, meta.api_version.minor = 0, 1
         return None
     try:
-        if f.attrs.size != 1 or f.attrs.types[0] != _SCALAR_ATTR:
-            raise RuntimeError("xent_rs.jax: the FFI call lost its spec_id attribute")
-        scalar = ctypes.cast(f.attrs.attrs[0], ctypes.POINTER(_Scalar)).contents
+        scalar = _spec_id_attribute(f.attrs)
         spec, want_grad = _SPECS[ctypes.cast(scalar.value, ctypes.POINTER(ctypes.c_int64))[0]]
         ins = [_buffer_array(f.args.items[i]) for i in range(f.args.size)]
         outs = [_buffer_array(f.rets.items[i]) for i in range(f.rets.size)]
@@ -315,16 +355,25 @@ _HANDLER = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(_CallFrame))(_ffi_ex
 
 
 def _register():
-    """Registers the FFI target; None (then jax.pure_callback is used) where this JAX has
-    no ``jax.ffi`` or refuses the handler."""
+    """Registers the FFI target: the extension's handler (which runs the common case
+    itself, without the interpreter, and hands every other call to the ctypes handler
+    above), or the ctypes handler alone where the extension has none. None (then
+    jax.pure_callback is used) where this JAX has no ``jax.ffi`` or refuses the handler."""
     name = "xent_rs_host_loss"
+    python = ctypes.cast(_HANDLER, ctypes.c_void_p).value
     try:
-        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(_HANDLER), platform="cpu")
+        target = _core.xla_ffi_target(python)
+    except AttributeError:  # an extension built without it
+        target = jax.ffi.pycapsule(_HANDLER)
+    try:
+        jax.ffi.register_ffi_target(name, target, platform="cpu")
     except Exception:  # noqa: BLE001 - any failure means: use the portable fallback
         return None
     return name
 
 
+#: False sends every FFI call to the ctypes handler (tests and benchmarks compare them).
+_FFI_FAST = True
 _FFI_TARGET = _register()
 #: True routes every call through ``jax.pure_callback`` (tests and benchmarks use it; the
 #: environment variable is the escape hatch should a future jaxlib change the FFI layout).

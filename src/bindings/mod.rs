@@ -9,6 +9,7 @@ mod bootstrap;
 mod detach;
 mod linear;
 mod losses;
+mod xla_ffi;
 
 use numpy::{Element as NpElement, PyArray1, PyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -463,5 +464,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     losses::register(m)?;
     bootstrap::register(m)?;
     linear::register(m)?;
+    xla_ffi::register(m)?;
     Ok(())
 }
