@@ -9,6 +9,8 @@ medians within a group. Implementations:
 * ``xent_rs.torch``: ``xt.cross_entropy(x, t)`` on a float32 leaf that requires grad, then
   ``loss.backward()`` (the gradient lands in ``x.grad``);
 * ``torch``: the same with ``torch.nn.functional.cross_entropy``;
+* ``xent_rs.torch-uncached``: the same with the adapter's gradient cache off (every
+  gradient fresh memory, as before the cache; in the large groups only);
 * ``xent_rs-numpy``: ``xr.cross_entropy(x, t, return_grad=True)`` on the tensors' NumPy
   views (what the adapter costs on top of the core);
 * in the ``loss`` groups, the same calls without a gradient (nothing requires grad).
@@ -70,8 +72,11 @@ def _check(result, x, t):
 
 
 @pytest.mark.parametrize("shape", LARGE, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("impl", IMPLS[:2])
-def test_loss_backward_large(benchmark, impl, shape):
+@pytest.mark.parametrize("impl", IMPLS[:2] + ["xent_rs.torch-uncached"])
+def test_loss_backward_large(benchmark, monkeypatch, impl, shape):
+    if impl == "xent_rs.torch-uncached":
+        monkeypatch.setattr(xt._GRADIENTS, "take", lambda shape, dtype: None)
+        impl = "xent_rs.torch"
     x, t = _problem(*shape)
     x.requires_grad_()
     benchmark.group = f"torch cce {shape[0]}x{shape[1]} loss+backward"

@@ -115,3 +115,7 @@ def linear_cross_entropy(
     ``chunk_rows`` 0: chosen from the shapes."""
 def linear_auto_chunk_rows(n: int, v: int, elem_bytes: int) -> int:
     """The rows per chunk ``linear_cross_entropy`` uses when ``chunk_rows`` is 0."""
+def xla_ffi_target(python_handler: int) -> object:
+    """The XLA FFI handler of xent_rs.jax as a PyCapsule; calls it does not take itself go
+    to the function at address ``python_handler`` (kept alive by the caller)."""
+def xla_ffi_fast_calls() -> int: ...
