@@ -73,6 +73,7 @@ mod layering {
         ("bindings", 6, include_str!("bindings/losses.rs")),
         ("bindings", 6, include_str!("bindings/bootstrap.rs")),
         ("bindings", 6, include_str!("bindings/linear.rs")),
+        ("bindings", 6, include_str!("bindings/xla_ffi.rs")),
     ];
 
     fn layer(module: &str) -> Option<u8> {

@@ -549,9 +549,10 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | N
 
     Notes
     -----
-    The forward pass computes the loss and its gradient in one fused pass on the host
-    (``jax.pure_callback``) and saves the gradient; the backward pass multiplies it by the
-    cotangent (row by row for ``"none"``). Without differentiation only the loss is computed.
+    The forward pass computes the loss and its gradient in one fused pass on the host (an
+    XLA FFI target on the CPU backend, ``jax.pure_callback`` on others) and saves the
+    gradient; the backward pass multiplies it by the cotangent (row by row for ``"none"``).
+    Without differentiation only the loss is computed.
 
     Examples
     --------
