@@ -387,7 +387,8 @@ fn calib_stats_typed<T: Real + NpElement>(
     edges: &Bound<'_, PyArray1<f64>>,
     right: bool,
     out: &Bound<'_, PyAny>,
-) -> PyResult<()> {
+    top_only: bool,
+) -> PyResult<i64> {
     let (x, t) = (
         input(Some(scores), "scores")?,
         input(Some(labels), "labels")?,
@@ -411,12 +412,21 @@ fn calib_stats_typed<T: Real + NpElement>(
         from_logits,
         bins: calib::Bins { edges, right },
     };
-    run_detached(py, x.len(), || calib::calib_stats(x, t, w, spec, o))
+    let bad = run_detached(py, x.len(), || {
+        if top_only {
+            calib::calib_top(x, t, w, spec, o)
+        } else {
+            calib::calib_stats(x, t, w, spec, o)
+        }
+    })?;
+    Ok(bad.map_or(-1, |r| r as i64))
 }
 
-/// Adds the streaming calibration statistics of `(N, k)` scores to the float64 `out`.
+/// Adds the streaming calibration statistics of `(N, k)` scores to the float64 `out`
+/// (with `top_only`, the top-label bins alone). Returns -1, or the first row whose scores
+/// are not valid (`out` is then unchanged).
 #[pyfunction]
-#[pyo3(signature = (scores, k, from_logits, labels, weight, edges, right, out))]
+#[pyo3(signature = (scores, k, from_logits, labels, weight, edges, right, out, top_only=false))]
 #[allow(clippy::too_many_arguments)]
 fn calib_stats(
     py: Python<'_>,
@@ -428,8 +438,9 @@ fn calib_stats(
     edges: Bound<'_, PyArray1<f64>>,
     right: bool,
     out: Bound<'_, PyAny>,
-) -> PyResult<()> {
-    each_float!(scores, a => calib_stats_typed(py, &a, k, from_logits, &labels, weight, &edges, right, &out))
+    top_only: bool,
+) -> PyResult<i64> {
+    each_float!(scores, a => calib_stats_typed(py, &a, k, from_logits, &labels, weight, &edges, right, &out, top_only))
 }
 
 /// The float32 instruction-set path in use (`XENT_RS_ISA` can force a lower one).
