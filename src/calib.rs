@@ -13,6 +13,7 @@ use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
 use crate::real::{exp_sum, row_max, widened, Element, Real};
 
+mod exp;
 mod pass;
 
 /// Top-label confidence `max softmax(x) = 1 / Σ exp(x_j − m)` and the first maximal index.

@@ -254,7 +254,7 @@ fn rows_impl<T: Real>(
             }
             // `x_j − m = 0` exactly where `x_j = m` (the first maximum).
             let arg = first_equal(p, 0.0);
-            crate::simd::exp_f64_in_place(p);
+            super::exp::exp_in_place(p);
             let (total, rest) = stored_exp_sum(p);
             if !m.is_finite() || total.is_nan() {
                 return Err(r0 + r);
@@ -291,11 +291,17 @@ fn rows_impl<T: Real>(
             above |= !low;
         }
         if above {
-            for (j, &pj) in p.iter().enumerate() {
-                if pj > lim0 {
-                    let b = bins.index(pj);
+            for (c, ps) in p.chunks(8).enumerate() {
+                let mut mask = ps
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |m, (i, &v)| m | (u32::from(v > lim0) << i));
+                while mask != 0 {
+                    let j = 8 * c + mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    let b = bins.index(p[j]);
                     d[ovr + j * slots + b] += w;
-                    d[ovr + (k + j) * slots + b] += w * pj;
+                    d[ovr + (k + j) * slots + b] += w * p[j];
                 }
             }
         }
