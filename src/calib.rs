@@ -11,10 +11,11 @@
 
 use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
-use crate::real::{exp_sum, row_max, widened, Element, Real};
+use crate::real::{exp_sum, row_max, widened, Real};
 
 mod exp;
 mod pass;
+mod temperature;
 
 /// Top-label confidence `max softmax(x) = 1 / Σ exp(x_j − m)` and the first maximal index.
 pub fn top_label_row<T: Real>(x: &[T]) -> (f64, i64) {
@@ -227,52 +228,6 @@ pub struct TemperatureSums {
     pub weight: f64,
 }
 
-/// The temperature objective of one row and its first two derivatives in `β`, using
-/// `scratch` / `e` (length `K`) as work space.
-fn temperature_row<T: Real>(
-    x: &[T],
-    y: usize,
-    beta: f64,
-    scratch: &mut [T::Work],
-    e: &mut [T::Work],
-) -> (f64, f64, f64) {
-    let m = row_max(x);
-    for (s, &v) in scratch.iter_mut().zip(x) {
-        let v = v.to_f64();
-        // A masked class stays masked at every β (β = 0 included, where β·(−inf) is NaN).
-        *s = <T::Work as Element>::from_f64(if v == f64::NEG_INFINITY { v } else { beta * v });
-    }
-    // β ≥ 0 and rounding is monotone, so the maximum of the rounded products is the
-    // rounded product of the maximum.
-    let mb = if m.is_finite() {
-        <T::Work as Element>::from_f64(beta * m).to_f64()
-    } else {
-        row_max(scratch)
-    };
-    let es = exp_sum(scratch, mb, Some(e));
-    let inv_s = 1.0 / es.total;
-    let mut mean_shift = 0.0;
-    for (&ej, &v) in e.iter().zip(x) {
-        let ej = ej.to_f64();
-        if ej != 0.0 {
-            mean_shift += ej * (v.to_f64() - m);
-        }
-    }
-    let mu = mean_shift * inv_s;
-    let mut var = 0.0;
-    for (&ej, &v) in e.iter().zip(x) {
-        let ej = ej.to_f64();
-        if ej != 0.0 {
-            let d = v.to_f64() - m - mu;
-            var += ej * d * d;
-        }
-    }
-    let zy = x[y].to_f64();
-    let loss = (mb - beta * zy) + es.log_sum();
-    let dloss = mu + (m - zy);
-    (loss, dloss, var * inv_s)
-}
-
 /// The temperature objective's parameters shared by every row.
 #[derive(Clone, Copy)]
 struct Temperature<'a> {
@@ -290,21 +245,17 @@ fn temperature_rows<T: Real>(
         return temperature_rows(&w, labels, p);
     }
     let Temperature { k, beta, weight } = p;
-    let mut scratch = try_vec(k, <T::Work as Element>::ZERO)?;
-    let mut e = try_vec(k, <T::Work as Element>::ZERO)?;
-    let mut sums = TemperatureSums::default();
-    for (row, &y) in x.chunks(k).zip(labels) {
-        let w = weight.map_or(1.0, |w| w[y as usize]);
-        if w == 0.0 {
-            continue;
-        }
-        let (l, d, d2) = temperature_row(row, y as usize, beta, &mut scratch, &mut e);
-        sums.loss += w * l;
-        sums.dloss_dbeta += w * d;
-        sums.d2loss_dbeta2 += w * d2;
-        sums.weight += w;
-    }
-    Ok(sums)
+    let mut scratch = try_vec(k, T::ZERO)?;
+    let mut e = try_vec(k, T::ZERO)?;
+    Ok(temperature::rows(
+        x,
+        labels,
+        k,
+        beta,
+        weight,
+        &mut scratch,
+        &mut e,
+    ))
 }
 
 /// The weighted sums of the temperature objective over the rows of `x` (one label each).
