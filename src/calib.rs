@@ -289,6 +289,34 @@ pub fn temperature_batch<T: Real>(
     })
 }
 
+pub use temperature::Scan;
+
+/// Before a temperature fit, in one pass over `(N, k)` logits: whether every live row's
+/// unmasked logits are equal (the loss is then the same at every temperature), the largest
+/// finite `|z|`, and whether every live row's labelled class has the largest logit. A
+/// negative label marks a row that is not live (it counts for the scale only); the others
+/// must be in `[0, k)`.
+pub fn temperature_scan<T: Real>(x: &[T], k: usize, labels: &[i64]) -> Result<Scan, Error> {
+    let n = rows_of(x.len(), k)?;
+    check_len(Some(labels), n, "labels")?;
+    if let Some(position) = labels.iter().position(|&t| t >= k as i64) {
+        return Err(Error::Label {
+            arg: "labels",
+            position,
+            value: labels[position],
+            k,
+            ignore_index: None,
+        });
+    }
+    let rpc = rows_per_chunk(k);
+    let jobs: Vec<_> = x
+        .chunks((rpc * k).max(1))
+        .zip(labels.chunks(rpc.max(1)))
+        .collect();
+    let parts = map_jobs(jobs, n * k, |(x, t)| temperature::scan_rows(x, t, k))?;
+    Ok(parts.into_iter().fold(Scan::EMPTY, Scan::join))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -376,6 +376,36 @@ fn temperature_objective(
     Ok((s.loss, s.dloss_dbeta, s.weight))
 }
 
+fn temperature_scan_typed<T: Real + NpElement>(
+    py: Python<'_>,
+    logits: &Bound<'_, PyArrayDyn<T>>,
+    k: usize,
+    labels: &Bound<'_, PyArray1<i64>>,
+) -> PyResult<(bool, f64, bool)> {
+    let (x, t) = (
+        input(Some(logits), "logits")?,
+        input(Some(labels), "labels")?,
+    );
+    let (x, t) = (
+        data(&x, "logits")?.unwrap_or(&[]),
+        data(&t, "labels")?.unwrap_or(&[]),
+    );
+    let s = run_detached(py, x.len(), || calib::temperature_scan(x, k, t))?;
+    Ok((s.constant, s.scale, s.all_top))
+}
+
+/// `(constant, scale, all_top)` of `(N, k)` logits before a temperature fit, one pass (a
+/// label of -1 marks a row of zero weight: it counts for the scale only).
+#[pyfunction]
+fn temperature_scan(
+    py: Python<'_>,
+    logits: Floats<'_>,
+    k: usize,
+    labels: Bound<'_, PyArray1<i64>>,
+) -> PyResult<(bool, f64, bool)> {
+    each_float!(logits, a => temperature_scan_typed(py, &a, k, &labels))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn calib_stats_typed<T: Real + NpElement>(
     py: Python<'_>,
@@ -463,6 +493,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(top_label, m)?)?;
     m.add_function(wrap_pyfunction!(temperature_objective, m)?)?;
     m.add_function(wrap_pyfunction!(calib_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(temperature_scan, m)?)?;
     m.add_function(wrap_pyfunction!(simd_path, m)?)?;
     m.add_function(wrap_pyfunction!(simd_paths_supported, m)?)?;
     m.add_function(wrap_pyfunction!(cce_check_labels, m)?)?;

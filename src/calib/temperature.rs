@@ -120,3 +120,87 @@ fn row_terms<T: Real>(
     let dloss = mu + (m - zy);
     (loss, dloss, (second - mu * mu).max(0.0))
 }
+
+/// What the temperature fit needs to know of its rows before it starts (see
+/// [`super::temperature_scan`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scan {
+    /// Every live row's unmasked logits are equal.
+    pub constant: bool,
+    /// The largest finite `|z|` of every row.
+    pub scale: f64,
+    /// Every live row's labelled class has the largest logit.
+    pub all_top: bool,
+}
+
+impl Scan {
+    pub const EMPTY: Scan = Scan {
+        constant: true,
+        scale: 0.0,
+        all_top: true,
+    };
+
+    pub fn join(self, o: Scan) -> Scan {
+        Scan {
+            constant: self.constant && o.constant,
+            scale: self.scale.max(o.scale),
+            all_top: self.all_top && o.all_top,
+        }
+    }
+}
+
+/// [`Scan`] of rows of `k` logits; a negative label marks a row that is not live.
+pub fn scan_rows<T: Real>(x: &[T], labels: &[i64], k: usize) -> Scan {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::active() >= crate::simd::Isa::Avx2 {
+        // SAFETY: `active()` is at least Avx2 only when the CPU reports avx2 and fma.
+        return unsafe { scan_avx2(x, labels, k) };
+    }
+    scan_impl(x, labels, k)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scan_avx2<T: Real>(x: &[T], labels: &[i64], k: usize) -> Scan {
+    scan_impl(x, labels, k)
+}
+
+#[inline(always)]
+fn scan_impl<T: Real>(x: &[T], labels: &[i64], k: usize) -> Scan {
+    let mut s = Scan::EMPTY;
+    for (row, &y) in x.chunks(k).zip(labels) {
+        // Eight lanes each (max and min are exact in any order).
+        let mut big = [0.0f64; 8];
+        let mut top = [f64::NEG_INFINITY; 8];
+        let mut bottom = [f64::INFINITY; 8];
+        let mut chunks = row.chunks_exact(8);
+        let mut lane = |i: usize, v: f64| {
+            let a = v.abs();
+            big[i] = big[i].max(if a < f64::INFINITY { a } else { 0.0 });
+            top[i] = top[i].max(v);
+            bottom[i] = bottom[i].min(if v > f64::NEG_INFINITY {
+                v
+            } else {
+                f64::INFINITY
+            });
+        };
+        for c in &mut chunks {
+            let c: &[T; 8] = c.try_into().unwrap();
+            for (i, v) in c.map(|v| v.to_f64()).into_iter().enumerate() {
+                lane(i, v);
+            }
+        }
+        for &v in chunks.remainder() {
+            lane(0, v.to_f64());
+        }
+        let big = big.iter().fold(0.0f64, |a, &b| a.max(b));
+        let top = top.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+        let bottom = bottom.iter().fold(f64::INFINITY, |a, &b| a.min(b));
+        s.scale = s.scale.max(big);
+        if y >= 0 {
+            s.constant &= top == bottom;
+            s.all_top &= row[y as usize].to_f64() >= top;
+        }
+    }
+    s
+}
