@@ -349,6 +349,76 @@ mod tests {
         }
     }
 
+    /// The one-vs-rest sums of the fused pass (bin 0 split off) against binning every
+    /// probability with `Bins::index`, for values on, below and above the first edge.
+    #[test]
+    fn fused_one_vs_rest_bins_match_binning_each_value() {
+        let (k, n_bins) = (5usize, 4usize);
+        let edges: Vec<f64> = (0..=n_bins).map(|i| i as f64 / n_bins as f64).collect();
+        let e1 = edges[1];
+        let below = f64::from_bits(e1.to_bits() - 1);
+        let above = f64::from_bits(e1.to_bits() + 1);
+        let rows: Vec<[f64; 5]> = vec![
+            [e1, e1, 0.5, 0.0, 0.0],
+            [below, above, 0.5 - below - above + 0.5, 0.0, 0.0],
+            [0.1, 0.2, 0.3, 0.15, 0.25],
+            [1.0, 0.0, 0.0, 0.0, 0.0],
+            [0.2; 5],
+        ];
+        let x: Vec<f64> = rows.iter().flatten().copied().collect();
+        let labels: Vec<i64> = (0..rows.len() as i64).map(|i| i % k as i64).collect();
+        let weight: Vec<f64> = (0..rows.len()).map(|i| 0.5 + i as f64).collect();
+        for right in [true, false] {
+            let bins = Bins {
+                edges: &edges,
+                right,
+            };
+            let slots = bins.slots();
+            let spec = CalibSpec {
+                k,
+                from_logits: false,
+                bins,
+            };
+            let mut out = vec![0.0; calib_stats_len(slots, k)];
+            assert_eq!(
+                calib_stats(&x, &labels, Some(&weight), spec, &mut out).unwrap(),
+                None
+            );
+            let mut want = vec![0.0; 3 * k * slots];
+            for ((row, &y), &w) in rows.iter().zip(&labels).zip(&weight) {
+                for (j, &p) in row.iter().enumerate() {
+                    let b = bins.index(p);
+                    want[j * slots + b] += w;
+                    want[(k + j) * slots + b] += w * p;
+                }
+                let y = y as usize;
+                want[(2 * k + y) * slots + bins.index(row[y])] += w;
+            }
+            assert_eq!(
+                &out[3 * slots..3 * slots + 3 * k * slots],
+                &want[..],
+                "right={right}"
+            );
+        }
+        // A probability above 1 is reported by row, and nothing is added.
+        let mut bad = x.clone();
+        bad[3 * k + 2] = 1.5;
+        let spec = CalibSpec {
+            k,
+            from_logits: false,
+            bins: Bins {
+                edges: &edges,
+                right: true,
+            },
+        };
+        let mut out = vec![0.0; calib_stats_len(n_bins, k)];
+        assert_eq!(
+            calib_stats(&bad, &labels, None, spec, &mut out).unwrap(),
+            Some(3)
+        );
+        assert!(out.iter().all(|&v| v == 0.0));
+    }
+
     #[test]
     fn top_label_of_a_known_row() {
         let x = [0.0f64, (3.0f64).ln(), (3.0f64).ln()];
