@@ -11,7 +11,11 @@
 
 use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
-use crate::real::{exp_sum, row_max, widened, Element, Real};
+use crate::real::{exp_sum, row_max, widened, Real};
+
+mod exp;
+mod pass;
+mod temperature;
 
 /// Top-label confidence `max softmax(x) = 1 / Σ exp(x_j − m)` and the first maximal index.
 pub fn top_label_row<T: Real>(x: &[T]) -> (f64, i64) {
@@ -95,7 +99,7 @@ impl Bins<'_> {
     /// corrected against the edges themselves (so it is the same for every edge rounding).
     /// `v` is a probability, never NaN.
     #[inline(always)]
-    fn index(&self, v: f64) -> usize {
+    pub(crate) fn index(&self, v: f64) -> usize {
         let (e, n) = (self.edges, self.n());
         let top = if self.right { n - 1 } else { n };
         let mut b = ((v * n as f64) as usize).min(top);
@@ -141,13 +145,43 @@ pub struct CalibSpec<'a> {
 /// binned once. Rows of weight 0 add nothing. The numbers are those of the one-shot
 /// metrics: float64 softmax probabilities `exp(x_j − m)·(1/S)`, top-label confidence
 /// `1/S` from the element type's own sum (as `top_label` computes it), NLL `m − x_y + log S`.
+///
+/// The scores are validated in the same pass: `Ok(Some(row))` names the first row holding
+/// NaN, or for logits `+inf` or nothing but `-inf`, for probabilities a value outside
+/// `[0, 1]`; `out` is then unchanged.
 pub fn calib_stats<T: Real>(
     x: &[T],
     labels: &[i64],
     weight: Option<&[f64]>,
     spec: CalibSpec<'_>,
     out: &mut [f64],
-) -> Result<(), Error> {
+) -> Result<Option<usize>, Error> {
+    let len = calib_stats_len(spec.bins.slots(), spec.k);
+    fused(x, labels, weight, spec, pass::Stats::All, len, out)
+}
+
+/// The top-label bins `(3, slots)` (weight, confidence and outcome sums) of [`calib_stats`]
+/// alone, added to `out`: no probability is formed, one exponential per element.
+pub fn calib_top<T: Real>(
+    x: &[T],
+    labels: &[i64],
+    weight: Option<&[f64]>,
+    spec: CalibSpec<'_>,
+    out: &mut [f64],
+) -> Result<Option<usize>, Error> {
+    let len = 3 * spec.bins.slots();
+    fused(x, labels, weight, spec, pass::Stats::TopLabel, len, out)
+}
+
+fn fused<T: Real>(
+    x: &[T],
+    labels: &[i64],
+    weight: Option<&[f64]>,
+    spec: CalibSpec<'_>,
+    what: pass::Stats,
+    len: usize,
+    out: &mut [f64],
+) -> Result<Option<usize>, Error> {
     let CalibSpec { k, bins, .. } = spec;
     let n = rows_of(x.len(), k)?;
     check_len(Some(labels), n, "labels")?;
@@ -159,118 +193,30 @@ pub fn calib_stats<T: Real>(
             got: bins.edges.len(),
         });
     }
-    let len = calib_stats_len(bins.slots(), k);
     check_len(Some(&*out), len, "out")?;
     check_class_labels(labels, k)?;
     // Fixed blocks of rows (independent of the thread count), reduced in order, a bounded
-    // number of them alive at once.
+    // number of them alive at once; nothing is added before every row has been checked.
     let rows = rows_per_chunk(k).max(2048);
     let blocks: Vec<(usize, &[T])> = x.chunks(rows * k).enumerate().collect();
+    let mut total = try_vec(len, 0.0f64)?;
     for group in blocks.chunks(64) {
         let deltas = map_jobs(group.to_vec(), group.len() * rows * k, |(b, xb)| {
             let r0 = b * rows;
             let nb = xb.len() / k;
             let w = weight.map(|w| &w[r0..r0 + nb]);
-            calib_block(xb, &labels[r0..r0 + nb], w, spec, len)
+            pass::block(xb, &labels[r0..r0 + nb], w, spec, what, len)
+                .map(|r| r.map_err(|bad| r0 + bad))
         })?;
         for d in deltas {
-            for (o, v) in out.iter_mut().zip(d?) {
-                *o += v;
+            match d? {
+                Ok(d) => total.iter_mut().zip(d).for_each(|(o, v)| *o += v),
+                Err(bad) => return Ok(Some(bad)),
             }
         }
     }
-    Ok(())
-}
-
-/// `Σ v_j²` with four running sums (no single dependency chain).
-#[inline]
-fn sum_of_squares(v: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 4];
-    let mut chunks = v.chunks_exact(4);
-    for c in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += x * x;
-        }
-    }
-    let tail: f64 = chunks.remainder().iter().map(|x| x * x).sum();
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
-
-/// The statistics of one block of rows, from zero.
-fn calib_block<T: Real>(
-    x: &[T],
-    labels: &[i64],
-    weight: Option<&[f64]>,
-    spec: CalibSpec<'_>,
-    len: usize,
-) -> Result<Vec<f64>, Error> {
-    if let Some(w) = widened(x)? {
-        return calib_block(&w, labels, weight, spec, len);
-    }
-    let CalibSpec {
-        k,
-        from_logits,
-        bins,
-    } = spec;
-    let slots = bins.slots();
-    let (ovr, sums) = (3 * slots, 3 * slots + 3 * k * slots);
-    let mut d = try_vec(len, 0.0f64)?;
-    let mut p = try_vec(k, 0.0f64)?;
-    for (r, (row, &y)) in x.chunks(k).zip(labels).enumerate() {
-        let w = weight.map_or(1.0, |w| w[r]);
-        if w == 0.0 {
-            continue;
-        }
-        let y = y as usize;
-        let (conf, arg, nll) = if from_logits {
-            let m = row_max(row);
-            let arg = row.iter().position(|v| v.to_f64() == m).unwrap_or(0);
-            // The element type's own sum for the confidence (what `top_label` gives) ...
-            let conf = 1.0 / exp_sum(row, m, None).total;
-            // ... and the float64 softmax for the probabilities (what `softmax` of float64
-            // logits gives).
-            for (pj, &v) in p.iter_mut().zip(row) {
-                *pj = v.to_f64() - m;
-            }
-            crate::simd::exp_f64_in_place(&mut p);
-            let es = crate::rowstats::exp_sum_of_stored(&p);
-            let inv = 1.0 / es.total;
-            p.iter_mut().for_each(|pj| *pj *= inv);
-            (conf, arg, (m - row[y].to_f64()) + es.log_sum())
-        } else {
-            for (pj, &v) in p.iter_mut().zip(row) {
-                *pj = v.to_f64();
-            }
-            let top = p.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let arg = p.iter().position(|&v| v == top).unwrap_or(0);
-            (top, arg, -p[y].ln())
-        };
-        let hit = if arg == y { 1.0 } else { 0.0 };
-        let b = bins.index(conf);
-        d[b] += w;
-        d[slots + b] += w * conf;
-        d[2 * slots + b] += w * hit;
-        let (weights, rest) = d[ovr..].split_at_mut(k * slots);
-        let (forecasts, outcomes) = rest.split_at_mut(k * slots);
-        for ((&pj, wrow), frow) in p
-            .iter()
-            .zip(weights.chunks_exact_mut(slots))
-            .zip(forecasts.chunks_exact_mut(slots))
-        {
-            let b = bins.index(pj);
-            wrow[b] += w;
-            frow[b] += w * pj;
-        }
-        outcomes[y * slots + bins.index(p[y])] += w;
-        let brier = sum_of_squares(&p[..y]) + sum_of_squares(&p[y + 1..]) + (p[y] - 1.0).powi(2);
-        for (o, v) in d[sums..]
-            .iter_mut()
-            .zip([w, w * brier, w * nll, w * hit, w * conf])
-        {
-            *o += v;
-        }
-    }
-    Ok(d)
+    out.iter_mut().zip(total).for_each(|(o, v)| *o += v);
+    Ok(None)
 }
 
 /// Sums of `w_y·l(β)`, `w_y·l'(β)`, `w_y·l''(β)` and `w_y` over a batch (the caller divides).
@@ -280,52 +226,6 @@ pub struct TemperatureSums {
     pub dloss_dbeta: f64,
     pub d2loss_dbeta2: f64,
     pub weight: f64,
-}
-
-/// The temperature objective of one row and its first two derivatives in `β`, using
-/// `scratch` / `e` (length `K`) as work space.
-fn temperature_row<T: Real>(
-    x: &[T],
-    y: usize,
-    beta: f64,
-    scratch: &mut [T::Work],
-    e: &mut [T::Work],
-) -> (f64, f64, f64) {
-    let m = row_max(x);
-    for (s, &v) in scratch.iter_mut().zip(x) {
-        let v = v.to_f64();
-        // A masked class stays masked at every β (β = 0 included, where β·(−inf) is NaN).
-        *s = <T::Work as Element>::from_f64(if v == f64::NEG_INFINITY { v } else { beta * v });
-    }
-    // β ≥ 0 and rounding is monotone, so the maximum of the rounded products is the
-    // rounded product of the maximum.
-    let mb = if m.is_finite() {
-        <T::Work as Element>::from_f64(beta * m).to_f64()
-    } else {
-        row_max(scratch)
-    };
-    let es = exp_sum(scratch, mb, Some(e));
-    let inv_s = 1.0 / es.total;
-    let mut mean_shift = 0.0;
-    for (&ej, &v) in e.iter().zip(x) {
-        let ej = ej.to_f64();
-        if ej != 0.0 {
-            mean_shift += ej * (v.to_f64() - m);
-        }
-    }
-    let mu = mean_shift * inv_s;
-    let mut var = 0.0;
-    for (&ej, &v) in e.iter().zip(x) {
-        let ej = ej.to_f64();
-        if ej != 0.0 {
-            let d = v.to_f64() - m - mu;
-            var += ej * d * d;
-        }
-    }
-    let zy = x[y].to_f64();
-    let loss = (mb - beta * zy) + es.log_sum();
-    let dloss = mu + (m - zy);
-    (loss, dloss, var * inv_s)
 }
 
 /// The temperature objective's parameters shared by every row.
@@ -345,21 +245,17 @@ fn temperature_rows<T: Real>(
         return temperature_rows(&w, labels, p);
     }
     let Temperature { k, beta, weight } = p;
-    let mut scratch = try_vec(k, <T::Work as Element>::ZERO)?;
-    let mut e = try_vec(k, <T::Work as Element>::ZERO)?;
-    let mut sums = TemperatureSums::default();
-    for (row, &y) in x.chunks(k).zip(labels) {
-        let w = weight.map_or(1.0, |w| w[y as usize]);
-        if w == 0.0 {
-            continue;
-        }
-        let (l, d, d2) = temperature_row(row, y as usize, beta, &mut scratch, &mut e);
-        sums.loss += w * l;
-        sums.dloss_dbeta += w * d;
-        sums.d2loss_dbeta2 += w * d2;
-        sums.weight += w;
-    }
-    Ok(sums)
+    let mut scratch = try_vec(k, T::ZERO)?;
+    let mut e = try_vec(k, T::ZERO)?;
+    Ok(temperature::rows(
+        x,
+        labels,
+        k,
+        beta,
+        weight,
+        &mut scratch,
+        &mut e,
+    ))
 }
 
 /// The weighted sums of the temperature objective over the rows of `x` (one label each).
@@ -393,6 +289,34 @@ pub fn temperature_batch<T: Real>(
     })
 }
 
+pub use temperature::Scan;
+
+/// Before a temperature fit, in one pass over `(N, k)` logits: whether every live row's
+/// unmasked logits are equal (the loss is then the same at every temperature), the largest
+/// finite `|z|`, and whether every live row's labelled class has the largest logit. A
+/// negative label marks a row that is not live (it counts for the scale only); the others
+/// must be in `[0, k)`.
+pub fn temperature_scan<T: Real>(x: &[T], k: usize, labels: &[i64]) -> Result<Scan, Error> {
+    let n = rows_of(x.len(), k)?;
+    check_len(Some(labels), n, "labels")?;
+    if let Some(position) = labels.iter().position(|&t| t >= k as i64) {
+        return Err(Error::Label {
+            arg: "labels",
+            position,
+            value: labels[position],
+            k,
+            ignore_index: None,
+        });
+    }
+    let rpc = rows_per_chunk(k);
+    let jobs: Vec<_> = x
+        .chunks((rpc * k).max(1))
+        .zip(labels.chunks(rpc.max(1)))
+        .collect();
+    let parts = map_jobs(jobs, n * k, |(x, t)| temperature::scan_rows(x, t, k))?;
+    Ok(parts.into_iter().fold(Scan::EMPTY, Scan::join))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +347,76 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The one-vs-rest sums of the fused pass (bin 0 split off) against binning every
+    /// probability with `Bins::index`, for values on, below and above the first edge.
+    #[test]
+    fn fused_one_vs_rest_bins_match_binning_each_value() {
+        let (k, n_bins) = (5usize, 4usize);
+        let edges: Vec<f64> = (0..=n_bins).map(|i| i as f64 / n_bins as f64).collect();
+        let e1 = edges[1];
+        let below = f64::from_bits(e1.to_bits() - 1);
+        let above = f64::from_bits(e1.to_bits() + 1);
+        let rows: Vec<[f64; 5]> = vec![
+            [e1, e1, 0.5, 0.0, 0.0],
+            [below, above, 0.5 - below - above + 0.5, 0.0, 0.0],
+            [0.1, 0.2, 0.3, 0.15, 0.25],
+            [1.0, 0.0, 0.0, 0.0, 0.0],
+            [0.2; 5],
+        ];
+        let x: Vec<f64> = rows.iter().flatten().copied().collect();
+        let labels: Vec<i64> = (0..rows.len() as i64).map(|i| i % k as i64).collect();
+        let weight: Vec<f64> = (0..rows.len()).map(|i| 0.5 + i as f64).collect();
+        for right in [true, false] {
+            let bins = Bins {
+                edges: &edges,
+                right,
+            };
+            let slots = bins.slots();
+            let spec = CalibSpec {
+                k,
+                from_logits: false,
+                bins,
+            };
+            let mut out = vec![0.0; calib_stats_len(slots, k)];
+            assert_eq!(
+                calib_stats(&x, &labels, Some(&weight), spec, &mut out).unwrap(),
+                None
+            );
+            let mut want = vec![0.0; 3 * k * slots];
+            for ((row, &y), &w) in rows.iter().zip(&labels).zip(&weight) {
+                for (j, &p) in row.iter().enumerate() {
+                    let b = bins.index(p);
+                    want[j * slots + b] += w;
+                    want[(k + j) * slots + b] += w * p;
+                }
+                let y = y as usize;
+                want[(2 * k + y) * slots + bins.index(row[y])] += w;
+            }
+            assert_eq!(
+                &out[3 * slots..3 * slots + 3 * k * slots],
+                &want[..],
+                "right={right}"
+            );
+        }
+        // A probability above 1 is reported by row, and nothing is added.
+        let mut bad = x.clone();
+        bad[3 * k + 2] = 1.5;
+        let spec = CalibSpec {
+            k,
+            from_logits: false,
+            bins: Bins {
+                edges: &edges,
+                right: true,
+            },
+        };
+        let mut out = vec![0.0; calib_stats_len(n_bins, k)];
+        assert_eq!(
+            calib_stats(&bad, &labels, None, spec, &mut out).unwrap(),
+            Some(3)
+        );
+        assert!(out.iter().all(|&v| v == 0.0));
     }
 
     #[test]

@@ -61,6 +61,9 @@ mod layering {
         ("bce", 4, include_str!("bce.rs")),
         ("softmax", 4, include_str!("softmax.rs")),
         ("calib", 4, include_str!("calib.rs")),
+        ("calib", 4, include_str!("calib/pass.rs")),
+        ("calib", 4, include_str!("calib/exp.rs")),
+        ("calib", 4, include_str!("calib/temperature.rs")),
         // losses (issue 12)
         ("losses", 4, include_str!("losses.rs")),
         // bootstrap (issue 15)

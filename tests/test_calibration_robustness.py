@@ -501,3 +501,37 @@ def test_no_warning_escapes_from_logit_diagnostics(case):
             assert b.mean_loss >= 0
         except ValueError as exc:
             assert str(exc).startswith(("logits", "labels")), exc
+
+
+# --- values checked inside the fused pass (no NumPy scan before it) -------------------------
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("row", [0, 2500, 4999])
+def test_fused_pass_refuses_bad_scores_wherever_they_are(dtype, row):
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(5000, 7)).astype(dtype)
+    p = (np.full((5000, 7), 1 / 7)).astype(dtype)
+    y = rng.integers(0, 7, 5000)
+    cases = [(z, True, (row, 3), np.nan, "NaN"), (z, True, (row, 6), np.inf, r"\+inf logits"),
+             (z, True, (row, slice(None)), -np.inf, "every logit equal to -inf"),
+             (p, False, (row, 1), 1.25, r"probabilities must lie in \[0, 1\]"),
+             (p, False, (row, 0), -0.5, r"probabilities must lie in \[0, 1\]"),
+             (p, False, (row, 0), np.nan, "NaN")]
+    for good, logits, at, value, message in cases:
+        bad = good.copy()
+        bad[at] = value
+        with pytest.raises(ValueError, match=message):
+            cal.calibration_error(bad, y, from_logits=logits)
+        with pytest.raises(ValueError, match=message):
+            cal.reliability_diagram(bad, y, from_logits=logits)
+        # Bad scores are named before bad labels, as when they were checked first.
+        with pytest.raises(ValueError, match=message):
+            cal.calibration_error(bad, y + 7, from_logits=logits)
+        acc = cal.CalibrationAccumulator(n_bins=10, from_logits=logits)
+        acc.update(good[:100], y[:100])
+        before = acc.result()
+        with pytest.raises(ValueError, match=message):
+            acc.update(bad, y)
+        with pytest.raises(ValueError, match=message):
+            acc.update(bad, y[:10])
+        assert acc.count == 100 and acc.result().ece == before.ece

@@ -321,7 +321,7 @@ OTHER_LONG_CALLS = {
     "log_softmax": (_rowwise_call("log_softmax"), "rowwise"),
     "logsumexp": (_rowwise_call("logsumexp"), "rowwise"),
     "fit_temperature": (_fit_temperature_call, "temperature_objective"),
-    "calibration_error": (_calibration_error_call, "top_label"),
+    "calibration_error": (_calibration_error_call, "calib_stats"),
 }
 
 

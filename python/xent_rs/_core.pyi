@@ -53,13 +53,21 @@ def temperature_objective(
 ) -> Tuple[float, float, float]:
     """(Σ w·loss, Σ w·d loss/d beta, Σ w) of cross-entropy at logits·beta; with
     ``curvature`` (float64, one element) also writes Σ w·d² loss/d beta² to it."""
+def temperature_scan(
+    logits: FloatArray, k: int, labels: IndexArray,
+) -> Tuple[bool, float, bool]:
+    """(every live row constant, largest finite |z|, every live label on top) in one pass;
+    a label of -1 marks a row that is not live."""
 def calib_stats(
     scores: FloatArray, k: int, from_logits: bool, labels: IndexArray,
     weight: Optional[WeightArray], edges: WeightArray, right: bool, out: WeightArray,
-) -> None:
+    top_only: bool = False,
+) -> int:
     """Adds the streaming calibration statistics of (N, k) logits or probabilities to ``out``:
     top-label bin sums (3, slots), one-vs-rest bin sums (3, k, slots), then the weight, Brier,
-    NLL, accuracy and confidence sums."""
+    NLL, accuracy and confidence sums (``top_only``: the top-label bin sums alone). Returns
+    -1, or the first row holding NaN, +inf or only -inf logits (probabilities outside
+    [0, 1]); ``out`` is then unchanged."""
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def simd_path() -> str:

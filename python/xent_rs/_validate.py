@@ -340,12 +340,14 @@ def positive_real(value, name):
     return value
 
 
-def scores(value, name, from_logits, *, allow_empty=False):
+def scores(value, name, from_logits, *, allow_empty=False, check_values=True):
     """(N,) (binary) or (N, K) probabilities or logits; returns ``(array, binary)``.
 
     Probabilities must lie in [0, 1]. Logits may be ±inf for binary input (sigmoid is
     defined there); for (N, K) input +inf, and a row of all -inf, leave the softmax undefined.
-    NaN is refused either way. N = 0 is refused unless ``allow_empty``.
+    NaN is refused either way. N = 0 is refused unless ``allow_empty``. With
+    ``check_values=False`` only the type and shape are checked: the caller's fused pass
+    checks the values (and calls :func:`score_values` for the message).
     """
     arr = any_float_array(value, name)
     if arr.ndim not in (1, 2):
@@ -360,9 +362,16 @@ def scores(value, name, from_logits, *, allow_empty=False):
             return arr, binary
         raise ValueError(f"{name}: empty input (N = 0); the metric is undefined over no "
                          f"samples")
+    if check_values:
+        score_values(arr, name, from_logits, binary)
+    return arr, binary
+
+
+def score_values(arr, name, from_logits, binary):
+    """The value checks of :func:`scores` on a non-empty array of the right shape."""
     if arr.dtype.itemsize == 2:
         _check_16_bit_scores(arr, name, from_logits, binary)
-        return arr, binary
+        return
     lo, hi = arr.min(), arr.max()
     if np.isnan(lo) or np.isnan(hi):
         raise ValueError(f"{name}: contains NaN")
@@ -375,7 +384,6 @@ def scores(value, name, from_logits, *, allow_empty=False):
     elif lo < 0 or hi > 1:
         raise ValueError(f"{name}: probabilities must lie in [0, 1], got values in "
                          f"[{lo}, {hi}] (pass from_logits=True for logits)")
-    return arr, binary
 
 
 #: (exponent mask = +inf, 1.0) as bits, for float16 and bfloat16.

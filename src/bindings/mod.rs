@@ -377,6 +377,36 @@ fn temperature_objective(
     Ok((s.loss, s.dloss_dbeta, s.weight))
 }
 
+fn temperature_scan_typed<T: Real + NpElement>(
+    py: Python<'_>,
+    logits: &Bound<'_, PyArrayDyn<T>>,
+    k: usize,
+    labels: &Bound<'_, PyArray1<i64>>,
+) -> PyResult<(bool, f64, bool)> {
+    let (x, t) = (
+        input(Some(logits), "logits")?,
+        input(Some(labels), "labels")?,
+    );
+    let (x, t) = (
+        data(&x, "logits")?.unwrap_or(&[]),
+        data(&t, "labels")?.unwrap_or(&[]),
+    );
+    let s = run_detached(py, x.len(), || calib::temperature_scan(x, k, t))?;
+    Ok((s.constant, s.scale, s.all_top))
+}
+
+/// `(constant, scale, all_top)` of `(N, k)` logits before a temperature fit, one pass (a
+/// label of -1 marks a row of zero weight: it counts for the scale only).
+#[pyfunction]
+fn temperature_scan(
+    py: Python<'_>,
+    logits: Floats<'_>,
+    k: usize,
+    labels: Bound<'_, PyArray1<i64>>,
+) -> PyResult<(bool, f64, bool)> {
+    each_float!(logits, a => temperature_scan_typed(py, &a, k, &labels))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn calib_stats_typed<T: Real + NpElement>(
     py: Python<'_>,
@@ -388,7 +418,8 @@ fn calib_stats_typed<T: Real + NpElement>(
     edges: &Bound<'_, PyArray1<f64>>,
     right: bool,
     out: &Bound<'_, PyAny>,
-) -> PyResult<()> {
+    top_only: bool,
+) -> PyResult<i64> {
     let (x, t) = (
         input(Some(scores), "scores")?,
         input(Some(labels), "labels")?,
@@ -412,12 +443,21 @@ fn calib_stats_typed<T: Real + NpElement>(
         from_logits,
         bins: calib::Bins { edges, right },
     };
-    run_detached(py, x.len(), || calib::calib_stats(x, t, w, spec, o))
+    let bad = run_detached(py, x.len(), || {
+        if top_only {
+            calib::calib_top(x, t, w, spec, o)
+        } else {
+            calib::calib_stats(x, t, w, spec, o)
+        }
+    })?;
+    Ok(bad.map_or(-1, |r| r as i64))
 }
 
-/// Adds the streaming calibration statistics of `(N, k)` scores to the float64 `out`.
+/// Adds the streaming calibration statistics of `(N, k)` scores to the float64 `out`
+/// (with `top_only`, the top-label bins alone). Returns -1, or the first row whose scores
+/// are not valid (`out` is then unchanged).
 #[pyfunction]
-#[pyo3(signature = (scores, k, from_logits, labels, weight, edges, right, out))]
+#[pyo3(signature = (scores, k, from_logits, labels, weight, edges, right, out, top_only=false))]
 #[allow(clippy::too_many_arguments)]
 fn calib_stats(
     py: Python<'_>,
@@ -429,8 +469,9 @@ fn calib_stats(
     edges: Bound<'_, PyArray1<f64>>,
     right: bool,
     out: Bound<'_, PyAny>,
-) -> PyResult<()> {
-    each_float!(scores, a => calib_stats_typed(py, &a, k, from_logits, &labels, weight, &edges, right, &out))
+    top_only: bool,
+) -> PyResult<i64> {
+    each_float!(scores, a => calib_stats_typed(py, &a, k, from_logits, &labels, weight, &edges, right, &out, top_only))
 }
 
 /// The float32 instruction-set path in use (`XENT_RS_ISA` can force a lower one).
@@ -453,6 +494,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(top_label, m)?)?;
     m.add_function(wrap_pyfunction!(temperature_objective, m)?)?;
     m.add_function(wrap_pyfunction!(calib_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(temperature_scan, m)?)?;
     m.add_function(wrap_pyfunction!(simd_path, m)?)?;
     m.add_function(wrap_pyfunction!(simd_paths_supported, m)?)?;
     m.add_function(wrap_pyfunction!(cce_check_labels, m)?)?;

@@ -225,18 +225,28 @@ class CalibrationAccumulator:
             :data:`MAX_BIN_SLOTS`. The accumulator is then unchanged.
         """
         name = "probs_or_logits"
-        scores, binary = _v.scores(probs_or_logits, name, self.from_logits, allow_empty=True)
+        scores, binary = _v.scores(probs_or_logits, name, self.from_logits, allow_empty=True,
+                                   check_values=False)
         n = scores.shape[0]
-        labels = _v.labels(labels, n, None if binary else scores.shape[1])
-        raw = _v.sample_weight(sample_weight, n)
         classes = 0 if binary else scores.shape[1]
-        layout = self._layout_for(classes, name)
+        # (N, K) chunks go through the fused Rust pass, which checks the values itself.
+        fused = not binary and n and classes * self._slots <= _binning.FUSED_MAX_SLOTS
+        if n and not fused:
+            _v.score_values(scores, name, self.from_logits, binary)
+        try:
+            labels = _v.labels(labels, n, None if binary else scores.shape[1])
+            raw = _v.sample_weight(sample_weight, n)
+            layout = self._layout_for(classes, name)
+        except (TypeError, ValueError):
+            if fused:  # bad scores are reported first, as when they are checked first
+                _v.score_values(scores, name, self.from_logits, binary)
+            raise
         exponent = self._exponent(layout, _rows.weight_exponent(raw, n))
         w = _rows.scaled_weights(raw, n, exponent)
-        if not binary and n and classes * self._slots <= _binning.FUSED_MAX_SLOTS:
+        if fused:
             # Every statistic in one fused Rust pass over the chunk, into a fresh array.
             top, ovr, sums = _binning.fused_ovr(scores, classes, self.from_logits, labels, w,
-                                                self._edges, self.convention)
+                                                self._edges, self.convention, name)
             dense = np.concatenate([top.ravel(), ovr.ravel(), sums, [float(n)]])
             self._commit(classes, exponent, layout, lambda into: np.add(into, dense, out=into))
             return self

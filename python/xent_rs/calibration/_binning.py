@@ -40,16 +40,34 @@ MAX_BIN_SLOTS = 2**26
 FUSED_MAX_SLOTS = 2**14
 
 
-def fused_ovr(scores, k, from_logits, labels, w, edges, convention):
+def _fused(scores, k, from_logits, labels, w, edges, convention, out, top_only, name):
+    """Runs the fused Rust pass into ``out``; its in-pass validation names the first bad
+    row, and :func:`_validate.scores` on the whole input then raises its usual error."""
+    bad = _core.calib_stats(np.require(scores, requirements=["C", "A"]), k, from_logits,
+                            np.require(labels, np.int64, ["C", "A"]), w, edges,
+                            convention == "right", out, top_only)
+    if bad >= 0:
+        _v.score_values(scores, name, from_logits, False)
+        raise ValueError(f"{name}: row {bad} holds values outside the domain")
+
+
+def fused_ovr(scores, k, from_logits, labels, w, edges, convention, name="probs"):
     """The fused pass over (N, K) scores: (top-label sums (3, slots), one-vs-rest sums
     (3, K, slots), [weight, Brier, NLL, accuracy, confidence] sums), float64."""
     slots = n_slots(len(edges) - 1, convention)
     stats = np.zeros(3 * slots * (1 + k) + 5)
-    _core.calib_stats(np.require(scores, requirements=["C", "A"]), k, from_logits,
-                      np.require(labels, np.int64, ["C", "A"]), w, edges,
-                      convention == "right", stats)
+    _fused(scores, k, from_logits, labels, w, edges, convention, stats, False, name)
     return (stats[:3 * slots].reshape(3, slots),
             stats[3 * slots:3 * slots * (1 + k)].reshape(3, k, slots), stats[-5:])
+
+
+def fused_top(scores, k, from_logits, labels, w, edges, convention, name="probs"):
+    """Top-label sums (3, slots) of (N, K) scores from the fused pass: weight, confidence
+    and outcome per bin."""
+    slots = n_slots(len(edges) - 1, convention)
+    stats = np.zeros(3 * slots)
+    _fused(scores, k, from_logits, labels, w, edges, convention, stats, True, name)
+    return stats.reshape(3, slots)
 
 
 def check_n_bins(n_bins):

@@ -28,9 +28,23 @@ def _binned(probs, labels, n_bins, strategy, convention, from_logits, sample_wei
     _v.choice("strategy", strategy, _binning.STRATEGIES)
     _v.choice("convention", convention, _binning.CONVENTIONS)
     from_logits = _v.flag(from_logits, "from_logits")
-    scores, binary = _v.scores(probs, "probs", from_logits)
-    labels = _v.labels(labels, scores.shape[0], None if binary else scores.shape[1])
-    w, _, exponent = _weights(sample_weight, scores.shape[0])
+    scores, binary = _v.scores(probs, "probs", from_logits, check_values=False)
+    # Uniform bins of (N, K) scores: the fused Rust pass checks the values as it bins them.
+    fused = strategy == "uniform" and not binary
+    if not fused:
+        _v.score_values(scores, "probs", from_logits, binary)
+    try:
+        labels = _v.labels(labels, scores.shape[0], None if binary else scores.shape[1])
+        w, _, exponent = _weights(sample_weight, scores.shape[0])
+    except (TypeError, ValueError):
+        if fused:  # bad scores are reported first, as when they are checked first
+            _v.score_values(scores, "probs", from_logits, binary)
+        raise
+    if fused:
+        edges = _binning.edges(None, n_bins, strategy)
+        sums = _binning.fused_top(scores, scores.shape[1], from_logits, labels, w, edges,
+                                  convention)
+        return edges, sums, binary, exponent
     confidence, outcome = _rows.confidence_outcome(scores, labels, binary, from_logits)
     edges = _binning.edges(confidence, n_bins, strategy)
     sums = _binning.reliability_sums(confidence, outcome, w, edges, convention)

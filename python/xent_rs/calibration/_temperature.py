@@ -202,24 +202,14 @@ def _live_rows(z, labels, weight):
 
 
 def _scan(z, labels, live):
-    """One pass over row chunks (no temporary of the logits' size, so a memory-mapped file
-    costs only the pages read): whether every live row's unmasked logits are equal (then
-    softmax(z / T), and the loss, are the same for every T), the largest finite ``|z|``, and
-    whether every live row's labelled class has the largest logit."""
-    constant, all_top, scale = True, True, 0.0
-    for rows in _rows.row_chunks(z.shape[0], z.shape[1]):
-        c, keep = np.asarray(z[rows]), live[rows]
-        finite = np.isfinite(c)
-        if finite.any():
-            scale = max(scale, float(np.abs(c, where=finite, out=np.zeros(c.shape)).max()))
-        c, y = c[keep], labels[rows][keep]
-        if not len(c):
-            continue
-        top = c.max(axis=1)
-        bottom = np.where(np.isneginf(c), np.inf, c).min(axis=1)
-        constant = constant and bool((top == bottom).all())
-        all_top = all_top and bool((c[np.arange(len(c)), y] >= top).all())
-    return constant, scale, all_top
+    """One fused Rust pass over the logits (no temporary of their size, so a memory-mapped
+    file costs only the pages read): whether every live row's unmasked logits are equal
+    (then softmax(z / T), and the loss, are the same for every T), the largest finite
+    ``|z|``, and whether every live row's labelled class has the largest logit."""
+    marked = np.where(live, labels, -1).astype(np.int64, copy=False)
+    constant, scale, all_top = _core.temperature_scan(np.require(z, requirements=["C", "A"]),
+                                                      z.shape[1], marked)
+    return bool(constant), float(scale), bool(all_top)
 
 
 def _bracket(slope, lo, g_lo, beta_cap):
