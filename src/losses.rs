@@ -528,13 +528,13 @@ fn scaled_exp_sum<C: Real>(x: &[C], m: f64, t: f64, store: Option<&mut [C]>) -> 
 
 /// The sum over rows of `relu(E − m)²` (or `relu(m − E)²`), the gradient into `grad`.
 pub fn energy_batch<T: Real>(
-    logits: &[T],
+    logits: Logits<'_, T>,
     spec: &EnergySpec,
     grad: Option<&mut [T]>,
 ) -> Result<f64, Error> {
     let out = Outputs { losses: None, grad };
-    let n = batch_rows(&Logits::Separate(logits), spec.k, &out)?;
-    run_batch(Logits::Separate(logits), n, spec, out)
+    let n = batch_rows(&logits, spec.k, &out)?;
+    run_batch(logits, n, spec, out)
 }
 
 /// Parameters of torchvision's sigmoid focal loss.
@@ -905,7 +905,7 @@ mod tests {
             divisor: 1.0,
         };
         assert!(matches!(
-            energy_batch(&x[..], &e, None),
+            energy_batch(Logits::Separate(&x[..]), &e, None),
             Err(Error::Classes { .. })
         ));
         let sf = SigmoidFocalSpec {
