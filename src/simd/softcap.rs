@@ -7,7 +7,7 @@
 //! while `u_j` itself is of size `c`: `c·tanh(x/c)` rounded to float32 is `c·6e-8` off. So
 //! `u` is never rounded. Near the origin `u = x − w` with the small correction
 //! `w = x·r(a)`, `a = x/c`, `r(a) = 1 − tanh(a)/a = a²/3 − 2a⁴/15 + …` (a minimax polynomial in
-//! `a²`: within 4e-10 relative for `|a| ≤ 1/2`), and
+//! `a²`: within 2e-8 relative for `|a| ≤ 1/2`), and
 //! `d_j = (x_j − M_hi) − M_lo − w_j`, where `x_j − M_hi` is split exactly by TwoSum and
 //! `M_hi + M_lo` is `u_m` (float64, split in two floats). The only rounding that is not
 //! relative to a small quantity is that of `w` (a few ulp of `|w| ≤ 1`), so
@@ -44,14 +44,13 @@ pub struct CapRow {
 const X0_MAX: f32 = 14.0;
 
 /// `r(a)/a²` as a polynomial in `s = a²` on `[0, 1/4]`: a minimax (Lawson) fit, within
-/// 4e-10 relative (the float32 evaluation adds about 1.5 ulp).
-const R: [f32; 6] = [
-    0.333_333_34,
-    -0.133_333_3,
-    0.053_966_5,
-    -0.021_839_086,
-    0.008_621_847,
-    -0.002_679_783_9,
+/// 2e-8 relative (below the float32 evaluation's own 1.5 ulp; `|w| < 1`, so 2e-8 absolute).
+const R: [f32; 5] = [
+    0.333_333_3,
+    -0.133_332_25,
+    0.053_933_48,
+    -0.021_470_737,
+    0.006_943_048_4,
 ];
 
 impl CapRow {
@@ -93,13 +92,14 @@ impl CapRow {
     }
 }
 
-/// One vector of the float32 region: `(d_hi, d_lo, e, sech²)`.
+/// One vector of the float32 region: `(d_hi, d_lo, e, sech²)` (the maximum's own lanes
+/// are the caller's: `d = 0` exactly).
 #[inline(always)]
 unsafe fn lanes<V: F32Vec>(x: V, p: &CapRow) -> (V, V, V, V) {
     let a = x.mul(V::splat(p.inv_c));
     let s = a.mul(a);
-    let mut q = V::splat(R[5]);
-    for &c in R[..5].iter().rev() {
+    let mut q = V::splat(R[4]);
+    for &c in R[..4].iter().rev() {
         q = q.fma(s, V::splat(c));
     }
     let r = s.mul(q);
@@ -120,27 +120,19 @@ unsafe fn lanes<V: F32Vec>(x: V, p: &CapRow) -> (V, V, V, V) {
     let e = V::zero_where(d_hi.lt(flush), e.fma(d_lo, e));
     let t = a.sub(a.mul(r));
     let sech2 = V::splat(1.0).sub(t.mul(t));
-    let at_max = x.eq(V::splat(p.x_m));
-    let e = V::select(at_max, V::splat(1.0), e);
-    let sech2 = V::select(at_max, V::splat(p.s_m as f32), sech2);
-    let d_hi = V::zero_where(at_max, d_hi);
-    let d_lo = V::zero_where(at_max, d_lo);
     (d_hi, d_lo, e, sech2)
 }
 
-/// The lanes of `xs` beyond the float32 region, recomputed in float64: their exponentials
-/// (other than ties) are added to `side` and become 0 in `es`; `gs` gets `e·sech²`.
+/// The lanes of `xs` beyond the float32 region other than the maximum's, recomputed in
+/// float64: their exponentials are added to `side` and become 0 in `es`; `gs` gets
+/// `e·sech²`.
 #[inline(never)]
 fn far_lanes(xs: &[f32], es: &mut [f32], gs: &mut [f32], p: &CapRow, side: &mut f64) {
     for ((&x, e), g) in xs.iter().zip(es).zip(gs) {
-        if x.abs() > p.x0 {
+        if x.abs() > p.x0 && x != p.x_m {
             let (_, e64, s64) = p.scalar(x);
-            if e64 == 1.0 {
-                *e = 1.0; // a tie for the maximum
-            } else {
-                *side += e64;
-                *e = 0.0;
-            }
+            *side += e64;
+            *e = 0.0;
             *g = (e64 * s64) as f32;
         }
     }
@@ -163,9 +155,11 @@ impl SimdOp for CappedPass {
         let lanes_n = V::LANES;
         let one = V::splat(1.0);
         let x0 = V::splat(p.x0);
+        let xm = V::splat(p.x_m);
+        let s_m = V::splat(p.s_m as f32);
         let mut acc = V::acc_zero();
         let mut ties = V::splat(0.0);
-        // The exponentials of the float64 lanes (other than ties), summed in float64.
+        // The exponentials of the float64 lanes, summed in float64.
         let mut side = 0.0f64;
         let full = n - n % lanes_n;
         let mut i = 0;
@@ -179,8 +173,13 @@ impl SimdOp for CappedPass {
                 } else {
                     V::load_partial(px.add(i), len, f32::NEG_INFINITY)
                 };
-                let (_, _, mut e, s) = lanes(x, &p);
-                let mut g = e.mul(s);
+                let (_, _, e, s) = lanes(x, &p);
+                // The maximum's lanes: e = 1 exactly, counted apart from the sum (so that
+                // S − 1 keeps the last bits of the small terms).
+                let at_max = x.eq(xm);
+                ties = ties.add(V::one_where(at_max, one));
+                let mut e = V::zero_where(at_max, e);
+                let mut g = V::select(at_max, s_m, e.mul(s));
                 if V::any(x.abs().gt(x0)) {
                     let mut b = [[0.0f32; 16]; 3];
                     x.store(b[0].as_mut_ptr());
@@ -191,9 +190,7 @@ impl SimdOp for CappedPass {
                     e = V::load(es.as_ptr());
                     g = V::load(gs.as_ptr());
                 }
-                let tie = e.eq(one);
-                ties = ties.add(V::one_where(tie, one));
-                acc = V::acc_add(acc, V::zero_where(tie, e));
+                acc = V::acc_add(acc, e);
                 if !ps.is_null() {
                     if len == lanes_n {
                         g.store(ps.add(i));
@@ -287,7 +284,7 @@ pub fn capped_exp_sum_f32(x: Option<&[f32]>, store: Option<&mut [f32]>, p: CapRo
 /// `(d, e, sech²)` of one element exactly as [`capped_exp_sum_f32`] computes it
 /// (`d = u − u_m`, `e = exp(d)`), for the target's terms.
 pub fn capped_one_f32(x: f32, p: CapRow) -> (f64, f64, f64) {
-    if x.is_nan() || x.abs() > p.x0 {
+    if x.is_nan() || x.abs() > p.x0 || x == p.x_m {
         return p.scalar(x);
     }
     struct One(f32, CapRow);
