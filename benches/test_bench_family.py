@@ -180,7 +180,8 @@ def xent(name, x, t, y, out):
         return xr.sigmoid_focal_loss(x, y, alpha=ALPHA, gamma=GAMMA, reduction="mean",
                                      return_grad=True, out=out)
     h = x.shape[0] // 2
-    return xr.energy_margin_loss(x[:h], x[h:], m_in=M_IN, m_out=M_OUT, return_grad=True)
+    return xr.energy_margin_loss(x[:h], x[h:], m_in=M_IN, m_out=M_OUT, return_grad=True,
+                                 out_in=out[:h], out_out=out[h:])
 
 
 def plain(name, x, t, y, out):

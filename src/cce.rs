@@ -750,6 +750,93 @@ fn record<O: Element>(
     }
 }
 
+/// [`capped_row`] of a float32 row with a class-index target and no label smoothing, by one
+/// float32 pass ([`crate::simd::capped_exp_sum_f32`]) that stores `exp(u_j − u_m)·sech²`
+/// for the gradient's rescaling; the Hessian, when requested, comes from [`capped_row`]
+/// (so the loss and gradient never depend on whether it is). `None`, with nothing written,
+/// for a row [`capped_row`] must do: a NaN or infinite maximum, or more than `K/16` logits
+/// beyond the float32 region.
+fn capped_row_f32<C: Real, Y: Element>(
+    x: Option<&[C]>,
+    t: usize,
+    spec: &CceSpec<'_>,
+    cap: f64,
+    derivs: Derivs<'_, C>,
+    sc: &mut CapScratch<C>,
+) -> Option<RowResult> {
+    let (grad, hess) = match derivs {
+        Derivs::None => (None, None),
+        Derivs::Grad(g) => (Some(g), None),
+        Derivs::Hess(h) => (None, Some(h)),
+        Derivs::Both { grad, hess } => (Some(grad), Some(hess)),
+    };
+    let (p, x_t) = {
+        let xs = C::as_f32(x.or(grad.as_deref())?)?;
+        let (x_m, far) = crate::simd::capped_prepass_f32(xs, cap);
+        if !x_m.is_finite() || far > spec.k / 16 {
+            return None;
+        }
+        (crate::simd::CapRow::new(cap, x_m), xs[t])
+    };
+    if let Some(h) = hess {
+        let xs = x.or(grad.as_deref()).expect("in place has the gradient");
+        capped_row(
+            Some(xs),
+            RowTarget::<Y>::Index(t),
+            spec,
+            cap,
+            Derivs::Hess(h),
+            sc,
+        );
+    }
+    let (d_t, e_t, s_t) = crate::simd::capped_one_f32(x_t, p);
+    let c = spec.w(t);
+    let tt = TargetTerms {
+        gap: if c != 0.0 { -c * d_t } else { 0.0 },
+        mass: c,
+        c,
+        off: 0.0,
+        at_max: 0.0,
+    };
+    let x32 = x.and_then(C::as_f32);
+    let g32 = grad.and_then(C::as_f32_mut);
+    let stats = |es: crate::rowstats::ExpSum| RowStats {
+        m: p.m,
+        es,
+        log_s: es.log_sum(),
+    };
+    Some(match g32 {
+        Some(g) => {
+            let st = stats(crate::simd::capped_exp_sum_f32(x32, Some(&mut *g), p));
+            g[t] = e_t as f32;
+            let res = hard_target_row(t, spec, Some(&mut *g), st, tt);
+            g[t] = (g[t] as f64 * s_t) as f32;
+            res
+        }
+        None => {
+            let st = stats(crate::simd::capped_exp_sum_f32(x32, None, p));
+            hard_target_row::<f32>(t, spec, None, st, tt)
+        }
+    })
+}
+
+/// The derivative buffers of one row of a chunk.
+fn row_derivs<'a, C>(
+    grad: Option<&'a mut [C]>,
+    hess: Option<&'a mut [C]>,
+    row: &std::ops::Range<usize>,
+) -> Derivs<'a, C> {
+    match (grad, hess) {
+        (None, None) => Derivs::None,
+        (Some(g), None) => Derivs::Grad(&mut g[row.clone()]),
+        (None, Some(h)) => Derivs::Hess(&mut h[row.clone()]),
+        (Some(g), Some(h)) => Derivs::Both {
+            grad: &mut g[row.clone()],
+            hess: &mut h[row.clone()],
+        },
+    }
+}
+
 /// [`cce_chunk`] with a soft cap: one row at a time through [`capped_row`].
 #[allow(clippy::too_many_arguments)]
 fn capped_chunk<C: Real, Y: Element, O: Element>(
@@ -765,16 +852,16 @@ fn capped_chunk<C: Real, Y: Element, O: Element>(
 ) -> Result<CceSums, Error> {
     let k = spec.k;
     let len = x.map_or_else(|| grad.as_deref().map_or(0, |g| g.len()), |x| x.len());
-    let hess_only = grad.is_none() && hess.is_some();
+    let is_f32 = C::as_f32(&[]).is_some();
     let mut sc = CapScratch {
         t: try_vec(k, 0.0)?,
         y: try_vec(k, C::ZERO)?,
-        g: if hess_only {
+        g: if hess.is_some() {
             try_vec(k, C::ZERO)?
         } else {
             Vec::new()
         },
-        e: if C::as_f32(&[]).is_some() {
+        e: if is_f32 {
             try_vec(k, C::ZERO)?
         } else {
             Vec::new()
@@ -784,17 +871,25 @@ fn capped_chunk<C: Real, Y: Element, O: Element>(
     for r in 0..len / k {
         let row = r * k..(r + 1) * k;
         let target = targets.row(row0 + r, k);
-        let derivs = match (grad.as_deref_mut(), hess.as_deref_mut()) {
-            (None, None) => Derivs::None,
-            (Some(g), None) => Derivs::Grad(&mut g[row.clone()]),
-            (None, Some(h)) => Derivs::Hess(&mut h[row.clone()]),
-            (Some(g), Some(h)) => Derivs::Both {
-                grad: &mut g[row.clone()],
-                hess: &mut h[row.clone()],
-            },
+        let fast = match (target, is_f32 && spec.label_smoothing == 0.0) {
+            (RowTarget::Index(t), true) => Some(t),
+            _ => None,
         };
-        let xr = x.map(|x| &x[row]);
-        let res = capped_row(xr, target, spec, cap, derivs, &mut sc);
+        let xr = x.map(|x| &x[row.clone()]);
+        let res = match fast {
+            Some(t) => {
+                let derivs = row_derivs(grad.as_deref_mut(), hess.as_deref_mut(), &row);
+                capped_row_f32::<C, Y>(xr, t, spec, cap, derivs, &mut sc)
+            }
+            None => None,
+        };
+        let res = match res {
+            Some(res) => res,
+            None => {
+                let derivs = row_derivs(grad.as_deref_mut(), hess.as_deref_mut(), &row);
+                capped_row(xr, target, spec, cap, derivs, &mut sc)
+            }
+        };
         record(&mut sum, res, r, losses.as_deref_mut(), lse.as_deref_mut());
     }
     Ok(sum)

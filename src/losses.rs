@@ -38,6 +38,7 @@ use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt, CHUNK_ELEMS};
 use crate::real::{exp_sum, row_max, widened, Real};
 use crate::rowstats::{ExpSum, RowStats};
+use crate::simd::{dispatch, exp_nonpositive, log1p_unit, F32Vec, SimdOp, FLUSH};
 
 /// Which loss of the softmax family, with its parameter.
 #[derive(Clone, Copy, Debug)]
@@ -528,13 +529,13 @@ fn scaled_exp_sum<C: Real>(x: &[C], m: f64, t: f64, store: Option<&mut [C]>) -> 
 
 /// The sum over rows of `relu(E − m)²` (or `relu(m − E)²`), the gradient into `grad`.
 pub fn energy_batch<T: Real>(
-    logits: &[T],
+    logits: Logits<'_, T>,
     spec: &EnergySpec,
     grad: Option<&mut [T]>,
 ) -> Result<f64, Error> {
     let out = Outputs { losses: None, grad };
-    let n = batch_rows(&Logits::Separate(logits), spec.k, &out)?;
-    run_batch(Logits::Separate(logits), n, spec, out)
+    let n = batch_rows(&logits, spec.k, &out)?;
+    run_batch(logits, n, spec, out)
 }
 
 /// Parameters of torchvision's sigmoid focal loss.
@@ -608,6 +609,275 @@ fn sigmoid_focal_e(z: f64, e: f64, y: f64, spec: &SigmoidFocalSpec) -> (f64, f64
     (a * bce * wg, a * wg * (dbce + extra))
 }
 
+/// `x` as a slice of `E` when `T` is `E`.
+fn same_type<T: 'static, E: 'static>(x: &[T]) -> Option<&[E]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<E>()).then(|| {
+        // SAFETY: `T` and `E` are the same type, so the cast changes nothing.
+        unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<E>(), x.len()) }
+    })
+}
+
+/// See [`same_type`].
+fn same_type_mut<T: 'static, E: 'static>(x: &mut [T]) -> Option<&mut [E]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<E>()).then(|| {
+        // SAFETY: `T` and `E` are the same type; the borrow of `x` moves into the result.
+        unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<E>(), x.len()) }
+    })
+}
+
+/// The float32 constants of a sigmoid focal batch.
+#[derive(Clone, Copy)]
+struct FocalConsts {
+    /// `α`, or `-1` for none.
+    alpha: f32,
+    gamma: f32,
+    scale: f32,
+}
+
+/// One vector of the sigmoid focal loss and its (unscaled) derivative in float32, for
+/// `|z| ≤ −FLUSH` (no flushed exponential) and `γ ∈ {0, 1, 2}` (powers as products): the
+/// formulas of [`sigmoid_focal_e`] with one `exp`, one division and one `log1p` per element.
+/// Every sum is of terms of one sign, and nothing is subtracted from 1, so each lane is
+/// within a few ulp. `hard`: every target is exactly 0 or 1 (the short form).
+#[inline(always)]
+unsafe fn sigmoid_focal_vec<V: F32Vec>(z: V, y: V, c: &FocalConsts, hard: bool) -> (V, V) {
+    let zero = V::splat(0.0);
+    let one = V::splat(1.0);
+    let e = exp_nonpositive(zero.sub(z.abs()));
+    let w1 = one.add(e);
+    let inv = one.div(w1);
+    let l = log1p_unit(e, w1, inv);
+    let neg = z.lt(zero);
+    let small = e.mul(inv);
+    // σ(z), σ(−z), softplus(z) = −log σ(−z), softplus(−z) = −log σ(z).
+    let s = V::select(neg, small, inv);
+    let sn = V::select(neg, inv, small);
+    let sp_pos = zero.max_keep_nan(z).add(l);
+    let sp_neg = zero.max_keep_nan(zero.sub(z)).add(l);
+    let (bce, w, dbce, sign, a) = if hard {
+        let pos = y.gt(V::splat(0.5));
+        let a = if c.alpha < 0.0 {
+            one
+        } else {
+            V::select(pos, V::splat(c.alpha), V::splat(1.0 - c.alpha))
+        };
+        (
+            V::select(pos, sp_neg, sp_pos),
+            V::select(pos, sn, s),
+            V::select(pos, zero.sub(sn), s),
+            V::select(pos, V::splat(-1.0), one),
+            a,
+        )
+    } else {
+        let ny = one.sub(y);
+        let a = if c.alpha < 0.0 {
+            one
+        } else {
+            V::splat(c.alpha)
+                .mul(y)
+                .add(V::splat(1.0 - c.alpha).mul(ny))
+        };
+        (
+            y.mul(sp_neg).add(ny.mul(sp_pos)),
+            y.mul(sn).add(ny.mul(s)),
+            ny.mul(s).sub(y.mul(sn)),
+            one.sub(y.add(y)),
+            a,
+        )
+    };
+    // w^γ and γ·w^(γ−1): dw/dz = σ(z)σ(−z)(1 − 2y), so d(w^γ)/dz needs no division by w.
+    let (wg, dwg) = match c.gamma as u32 {
+        0 => (one, zero),
+        1 => (w, one),
+        _ => (w.mul(w), w.add(w)),
+    };
+    let a_bce = a.mul(bce);
+    let loss = a_bce.mul(wg);
+    let grad = a
+        .mul(wg.mul(dbce))
+        .add(a_bce.mul(dwg).mul(s.mul(sn)).mul(sign));
+    (loss, grad)
+}
+
+/// The float32 sigmoid focal kernel over a chunk: `z` (null: in `grad`), targets `y`;
+/// returns the loss sum, or the position of the chunk's first target outside `[0, 1]`
+/// (found before the vector holding it is written; earlier vectors are written).
+struct SigmoidFocalChunk<'a> {
+    z: *const f32,
+    y: &'a [f32],
+    c: FocalConsts,
+    spec: SigmoidFocalSpec,
+    losses: Option<&'a mut [f32]>,
+    grad: Option<&'a mut [f32]>,
+}
+
+static ONES: [f32; 16] = [1.0; 16];
+
+impl SimdOp for SigmoidFocalChunk<'_> {
+    type Output = Result<f64, usize>;
+    #[inline(always)]
+    unsafe fn eval<V: F32Vec>(self) -> Result<f64, usize> {
+        let SigmoidFocalChunk {
+            z,
+            y,
+            c,
+            spec,
+            mut losses,
+            mut grad,
+        } = self;
+        let n = y.len();
+        let lanes = V::LANES;
+        let mut acc = V::acc_zero();
+        let mut extra = 0.0f64;
+        let mut i = 0;
+        // SAFETY: `z`, `y` and the outputs hold `n` elements (the caller's contract); full
+        // vectors are read and written at `i + LANES ≤ n`, the tail masked. In place, a
+        // vector's logits are read before its gradient overwrites them.
+        unsafe {
+            let limit = V::splat(-FLUSH);
+            let scale = V::splat(c.scale);
+            while i < n {
+                let len = lanes.min(n - i);
+                let (zv, yv) = if len == lanes {
+                    (V::load(z.add(i)), V::load(y.as_ptr().add(i)))
+                } else {
+                    (
+                        V::load_partial(z.add(i), len, 0.0),
+                        V::load_partial(y.as_ptr().add(i), len, 0.0),
+                    )
+                };
+                let hard = yv.all_binary();
+                if !hard && yv.any_outside_unit() {
+                    let bad = y[i..i + len].iter().position(|v| !(0.0..=1.0).contains(v));
+                    return Err(i + bad.expect("a lane outside [0, 1]"));
+                }
+                // |z| past float32's exponent range, or NaN: this vector in float64.
+                let abs = zv.abs();
+                if V::any(abs.gt(limit)) || V::any(abs.is_nan()) {
+                    let mut zs = [0.0f32; 16];
+                    std::ptr::copy_nonoverlapping(z.add(i), zs.as_mut_ptr(), len);
+                    for j in 0..len {
+                        let zj = zs[j] as f64;
+                        let (l, d) = sigmoid_focal_e(zj, (-zj.abs()).exp(), y[i + j] as f64, &spec);
+                        extra += l;
+                        if let Some(o) = losses.as_deref_mut() {
+                            o[i + j] = l as f32;
+                        }
+                        if let Some(g) = grad.as_deref_mut() {
+                            g[i + j] = (d * spec.scale) as f32;
+                        }
+                    }
+                    i += len;
+                    continue;
+                }
+                let (l, g) = sigmoid_focal_vec(zv, yv, &c, hard);
+                if len == lanes {
+                    acc = V::acc_add(acc, l);
+                    if let Some(o) = losses.as_deref_mut() {
+                        l.store(o.as_mut_ptr().add(i));
+                    }
+                    if let Some(o) = grad.as_deref_mut() {
+                        g.mul(scale).store(o.as_mut_ptr().add(i));
+                    }
+                } else {
+                    acc = V::acc_add(acc, l.mul(V::load_partial(ONES.as_ptr(), len, 0.0)));
+                    if let Some(o) = losses.as_deref_mut() {
+                        l.store_partial(o.as_mut_ptr().add(i), len);
+                    }
+                    if let Some(o) = grad.as_deref_mut() {
+                        g.mul(scale).store_partial(o.as_mut_ptr().add(i), len);
+                    }
+                }
+                i += len;
+            }
+            Ok(V::acc_sum(acc) + extra)
+        }
+    }
+}
+
+/// [`sigmoid_focal_batch`] for float32 targets: the float32 vector kernel when the logits
+/// are float32 too (`Some`), else `None` with nothing touched. Sizes are checked.
+fn sigmoid_focal_f32<T: Element>(
+    logits: Logits<'_, T>,
+    y: &[f32],
+    spec: &SigmoidFocalSpec,
+    out: Outputs<'_, T>,
+) -> Result<Option<f64>, Error> {
+    let logits = match logits {
+        Logits::Separate(x) => match same_type::<T, f32>(x) {
+            Some(x) => Logits::Separate(x),
+            None => return Ok(None),
+        },
+        Logits::InGrad => Logits::InGrad,
+    };
+    let grad: Option<&mut [f32]> = match out.grad {
+        Some(g) => match same_type_mut::<T, f32>(g) {
+            Some(g) => Some(g),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    let losses: Option<&mut [f32]> = match out.losses {
+        Some(l) => match same_type_mut::<T, f32>(l) {
+            Some(l) => Some(l),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    let c = FocalConsts {
+        alpha: if spec.alpha < 0.0 {
+            -1.0
+        } else {
+            spec.alpha as f32
+        },
+        gamma: spec.gamma as f32,
+        scale: spec.scale as f32,
+    };
+    let n = y.len();
+    let n_chunks = n.div_ceil(CHUNK_ELEMS);
+    let xs: Vec<Option<&[f32]>> = match logits {
+        Logits::Separate(x) => x.chunks(CHUNK_ELEMS).map(Some).collect(),
+        Logits::InGrad => vec![None; n_chunks],
+    };
+    let grads = split_opt(grad, CHUNK_ELEMS, n_chunks);
+    let losses = split_opt(losses, CHUNK_ELEMS, n_chunks);
+    let jobs: Vec<_> = xs
+        .into_iter()
+        .zip(grads)
+        .zip(losses)
+        .zip(y.chunks(CHUNK_ELEMS))
+        .collect();
+    let partials = map_jobs(jobs, n, |(((x, grad), losses), y)| {
+        let z = match (x, grad.as_deref()) {
+            (Some(x), _) => x.as_ptr(),
+            (None, Some(g)) => g.as_ptr(),
+            (None, None) => return Ok(0.0),
+        };
+        dispatch(SigmoidFocalChunk {
+            z,
+            y,
+            c,
+            spec: *spec,
+            losses,
+            grad,
+        })
+    })?;
+    let mut sums = Vec::with_capacity(partials.len());
+    for (chunk, p) in partials.into_iter().enumerate() {
+        match p {
+            Ok(s) => sums.push(s),
+            Err(at) => {
+                let position = chunk * CHUNK_ELEMS + at;
+                return Err(Error::Target {
+                    position,
+                    value: y[position] as f64,
+                });
+            }
+        }
+    }
+    Ok(Some(ordered_sum(&sums)))
+}
+
 /// Elementwise sigmoid focal loss over flat logits (`None`: in the gradient buffer) and
 /// targets; fills the outputs and returns the sum of the element losses.
 pub fn sigmoid_focal_batch<T: Element, Y: Element>(
@@ -625,6 +895,13 @@ pub fn sigmoid_focal_batch<T: Element, Y: Element>(
     }
     check_len(out.losses.as_deref(), n, "losses")?;
     check_len(out.grad.as_deref(), n, "out")?;
+    let f32_logits = same_type::<T, f32>(&[]).is_some();
+    if let (Some(y), true) = (same_type::<Y, f32>(target), f32_logits) {
+        if matches!(spec.gamma, 0.0 | 1.0 | 2.0) {
+            let sum = sigmoid_focal_f32(logits, y, spec, out)?;
+            return Ok(sum.expect("float32 logits"));
+        }
+    }
     if let Some(position) = target
         .iter()
         .position(|y| !(0.0..=1.0).contains(&y.to_f64()))
@@ -905,7 +1182,7 @@ mod tests {
             divisor: 1.0,
         };
         assert!(matches!(
-            energy_batch(&x[..], &e, None),
+            energy_batch(Logits::Separate(&x[..]), &e, None),
             Err(Error::Classes { .. })
         ));
         let sf = SigmoidFocalSpec {

@@ -491,3 +491,87 @@ def test_sigmoid_focal_does_not_depend_on_the_thread_count(rng, restore_threads)
         runs.append(xr.sigmoid_focal_loss(z, y, reduction="mean", return_grad=True))
     assert runs[0][0].tobytes() == runs[1][0].tobytes()
     assert runs[0][1].tobytes() == runs[1][1].tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_energy_margin_out_buffers_and_in_place(rng, dtype, temperature):
+    """``out_in=``/``out_out=`` receive the same gradients (bit for bit) as fresh arrays,
+    separately or in place."""
+    x_in = (rng.standard_normal((37, 11)) * 3).astype(dtype)
+    x_out = (rng.standard_normal((5, 2, 11)) * 3 - 4).astype(dtype)
+    kw = dict(m_in=-4.0, m_out=-1.0, temperature=temperature, return_grad=True)
+    loss, g_in, g_out = xr.energy_margin_loss(x_in, x_out, **kw)
+    o_in, o_out = np.full_like(x_in, np.nan), np.full_like(x_out, np.nan)
+    got = xr.energy_margin_loss(x_in, x_out, out_in=o_in, out_out=o_out, **kw)
+    assert got[1] is o_in and got[2] is o_out and got[0] == loss
+    np.testing.assert_array_equal(o_in, g_in)
+    np.testing.assert_array_equal(o_out, g_out)
+    a, b = x_in.copy(), x_out.copy()
+    got = xr.energy_margin_loss(a, b, out_in=a, out_out=b, **kw)
+    assert got[1] is a and got[2] is b and got[0] == loss
+    np.testing.assert_array_equal(a, g_in)
+    np.testing.assert_array_equal(b, g_out)
+    only = xr.energy_margin_loss(x_in, x_out, out_out=o_out, **kw)
+    np.testing.assert_array_equal(only[1], g_in)
+
+
+def test_energy_margin_bad_out_buffers():
+    x = np.zeros((3, 4))
+    y = np.zeros((2, 4))
+    with pytest.raises(ValueError, match="^out_in: given without return_grad"):
+        xr.energy_margin_loss(x, y, out_in=np.zeros_like(x))
+    with pytest.raises(ValueError, match="^out_out: must have shape"):
+        xr.energy_margin_loss(x, y, return_grad=True, out_out=np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="^out_in: must have dtype"):
+        xr.energy_margin_loss(x, y, return_grad=True, out_in=np.zeros((3, 4), np.float32))
+    with pytest.raises(TypeError, match="^out_out"):
+        xr.energy_margin_loss(x, y, return_grad=True, out_out=[[0.0] * 4] * 2)
+    z = np.zeros((3, 4))
+    with pytest.raises(ValueError, match="^out_in: overlaps the other side"):
+        xr.energy_margin_loss(x, z, return_grad=True, out_in=z)
+    buf = np.zeros((3, 4))
+    with pytest.raises(ValueError, match="^out_out: overlaps out_in"):
+        xr.energy_margin_loss(x, x.copy(), return_grad=True, out_in=buf, out_out=buf)
+
+
+@pytest.mark.parametrize("scale", [1.0, 6.0, 40.0, 1e4])
+@pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (-1.0, 1.0), (0.6, 0.0)])
+@pytest.mark.parametrize("soft", [False, True])
+def test_sigmoid_focal_float32_kernel_against_the_reference(rng, scale, alpha, gamma, soft):
+    """Float32 logits and targets take the float32 vector kernel (γ ∈ {0, 1, 2}): per-element
+    losses within 1e-6 relative of the float64 reference, including logits at float32's
+    exponent limit (|z| ≈ 87.3, where a vector goes to float64), NaN, ±inf, soft targets
+    and an odd length (vector tails); the gradient against the reference, in place too."""
+    n = 1001
+    z = (rng.standard_normal(n) * scale).astype(np.float32)
+    z[:6] = [87.0, -87.3, 87.4, -88.0, 103.0, -0.0]
+    z[6:9] = [np.inf, -np.inf, np.nan]
+    y = (rng.random(n) if soft else (rng.random(n) < 0.4)).astype(np.float32)
+    y[:9] = [1, 0, 1, 0, 0, 1, 1, 0, 0] if not soft else y[:9]
+    loss, g = xr.sigmoid_focal_loss(z, y, alpha=alpha, gamma=gamma, return_grad=True)
+    with np.errstate(invalid="ignore"):  # the reference's ±inf lanes are not compared
+        want, want_g = ref.sigmoid_focal_loss(z.astype(np.float64), y.astype(np.float64),
+                                              alpha=alpha, gamma=gamma, return_grad=True)
+    assert np.isnan(loss[8]) and np.isnan(g[8])
+    if not soft:  # an infinite logit on its target's side costs exactly nothing
+        assert loss[6] == 0.0 and loss[7] == 0.0 and g[6] == 0.0 and g[7] == 0.0
+    ok = np.isfinite(z)
+    check(loss[ok], want[ok], np.float32, rtol=ROW_LOSS_RTOL[np.dtype(np.float32)],
+          scale_atol=False)
+    check(g[ok], want_g[ok], np.float32)
+    zc = z.copy()
+    loss2, g2 = xr.sigmoid_focal_loss(zc, y, alpha=alpha, gamma=gamma, return_grad=True,
+                                      out=zc)
+    np.testing.assert_array_equal(loss2, loss)
+    np.testing.assert_array_equal(g2, g)
+    total = xr.sigmoid_focal_loss(z[ok], y[ok], alpha=alpha, gamma=gamma, reduction="sum")
+    np.testing.assert_allclose(total, want[ok].sum(), rtol=1e-5)
+
+
+def test_sigmoid_focal_float32_kernel_reports_the_first_bad_target():
+    z = np.zeros(100, np.float32)
+    y = np.zeros(100, np.float32)
+    y[37], y[80] = 1.5, -1.0
+    with pytest.raises(ValueError, match="target"):
+        xr.sigmoid_focal_loss(z, y)

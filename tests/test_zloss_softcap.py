@@ -431,3 +431,43 @@ def test_in_place_beyond_the_copied_row_length(rng):
     np.testing.assert_array_equal(g2, g)
     np.testing.assert_allclose(loss, ref.cross_entropy(x, t, z_loss=1e-3, softcap=10.0),
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("c", [2.0, 30.0, 1e3])
+@pytest.mark.parametrize("scale", [0.5, 4.0, 12.0])
+def test_float32_capped_pass_at_its_edges(rng, c, scale):
+    """Rows long enough for the float32 pass (few logits beyond ``min(c/2, 14)``): confident
+    rows whose target is the maximum (losses down to ``exp(-2c)``), a tied maximum, masked
+    classes, a target beyond the float32 region, odd lengths (vector tails), the z-loss and
+    class weights: per-row losses within 1e-6 relative, gradients and the Hessian against
+    the reference, and the same values in place."""
+    n, k = 60, 261
+    x = (rng.standard_normal((n, k)) * scale).astype(np.float32)
+    x = np.clip(x, -min(c / 2, 14) * 0.999, min(c / 2, 14) * 0.999).astype(np.float32)
+    t = rng.integers(0, k, n)
+    rows = np.arange(n)
+    x[::4, 7] = -np.inf
+    t[::4] = np.where(t[::4] == 7, 8, t[::4])
+    conf = rows[1::4]
+    x[conf, t[conf]] = np.float32(min(c / 2, 14) * 0.999) + np.float32(3 * scale)
+    x[2::8, t[2::8]] = x[2::8].max(axis=1)  # the target ties the maximum
+    x[3::8, t[3::8]] = np.float32(5 * c)  # a target far beyond the cap
+    w = rng.random(k) + 0.5
+    for kw in [dict(softcap=c), dict(softcap=c, z_loss=1e-4, weight=w)]:
+        fast, slow = both(x, t, reduction="none", **kw)
+        check(fast, slow, np.float32, row_losses=True)
+        xc = x.copy()
+        loss, g = xr.cross_entropy(xc, t, reduction="none", return_grad=True, out=xc, **kw)
+        np.testing.assert_array_equal(loss, fast[0])
+        np.testing.assert_array_equal(g, fast[1])
+
+
+def test_float32_capped_pass_rows_beyond_the_region_fall_back(rng):
+    """Rows with many logits beyond the float32 region take the float64 path: same
+    precision."""
+    n, k, c = 20, 300, 10.0
+    x = (rng.standard_normal((n, k)) * 30).astype(np.float32)
+    t = rng.integers(0, k, n)
+    x[::2, t[::2]] = 500.0
+    fast, slow = both(x, t, reduction="none", softcap=c)
+    check(fast, slow, np.float32, row_losses=True)

@@ -306,16 +306,19 @@ def sigmoid_focal_loss(
 def energy_margin_loss(
     logits_in: npt.ArrayLike, logits_out: npt.ArrayLike, *, m_in: float = ...,
     m_out: float = ..., temperature: float = ..., return_grad: No = ...,
+    out_in: None = ..., out_out: None = ...,
 ) -> Scalar: ...
 @overload
 def energy_margin_loss(
     logits_in: npt.ArrayLike, logits_out: npt.ArrayLike, *, m_in: float = ...,
     m_out: float = ..., temperature: float = ..., return_grad: Yes,
+    out_in: Optional[FloatArray] = ..., out_out: Optional[FloatArray] = ...,
 ) -> Tuple[Scalar, FloatArray, FloatArray]: ...
 @overload
 def energy_margin_loss(
     logits_in: npt.ArrayLike, logits_out: npt.ArrayLike, *, m_in: float = ...,
     m_out: float = ..., temperature: float = ..., return_grad: bool = ...,
+    out_in: Optional[FloatArray] = ..., out_out: Optional[FloatArray] = ...,
 ) -> Any: ...
 
 # --- linear cross-entropy and InfoNCE (issue 13) ---

@@ -95,7 +95,7 @@ def sigmoid_focal_forward_backward(
     the sum of element losses."""
 def energy_margin(
     logits: FloatArray, k: int, temperature: float, margin: float, outlier: bool,
-    divisor: float, grad: Optional[FloatArray] = None,
+    divisor: float, grad: Optional[FloatArray] = None, in_place: bool = False,
 ) -> float:
     """Σ over rows of relu(E − margin)² (relu(margin − E)² for outliers), E = −T·lse(x/T);
     the gradient (into ``grad``) divided by ``divisor``."""

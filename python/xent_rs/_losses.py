@@ -33,12 +33,13 @@ def _reduced(total, divisor, reduction, dtype):
         return dtype.type(np.float64(total) / np.float64(divisor))
 
 
-def _out(out, x, return_grad):
+def _out(out, x, return_grad, name="out"):
     if out is None:
         return None, False
     if not return_grad:
-        raise ValueError("out: given without return_grad=True (out receives the gradient)")
-    return _v.out_array(out, x)
+        raise ValueError(f"{name}: given without return_grad=True ({name} receives the "
+                         f"gradient)")
+    return _v.out_array(out, x, name)
 
 
 def _family(logits, target, family, param, alpha, ignore_index, label_smoothing, reduction,
@@ -268,7 +269,7 @@ def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="none
 
 
 def energy_margin_loss(logits_in, logits_out, *, m_in=-25.0, m_out=-7.0, temperature=1.0,
-                       return_grad=False):
+                       return_grad=False, out_in=None, out_out=None):
     r"""The energy-bounded regulariser of Liu et al., *Energy-based Out-of-distribution
     Detection*, NeurIPS 2020 (their eq. 6, without its weight :math:`\lambda`).
 
@@ -292,6 +293,11 @@ def energy_margin_loss(logits_in, logits_out, *, m_in=-25.0, m_out=-7.0, tempera
     temperature : float > 0, default 1
     return_grad : bool
         Also return the gradients with respect to ``logits_in`` and ``logits_out``.
+    out_in, out_out : ndarray, optional
+        Receive the two gradients (each of its logits' shape and dtype, C-contiguous), so
+        that a training loop allocates nothing per call; ``out_in=logits_in`` (and
+        ``out_out=logits_out``) work in place. Neither may overlap the other or the other
+        side's logits.
 
     Returns
     -------
@@ -316,13 +322,22 @@ def energy_margin_loss(logits_in, logits_out, *, m_in=-25.0, m_out=-7.0, tempera
                          f"below m_in, outliers' above m_out), got m_in={m_in} > m_out={m_out}")
     temperature = _v.positive_real(temperature, "temperature")
     return_grad = _v.flag(return_grad, "return_grad")
+    out_in, in_place_in = _out(out_in, x_in, return_grad, "out_in")
+    out_out, in_place_out = _out(out_out, x_out, return_grad, "out_out")
+    for name, out, other in (("out_in", out_in, x_out), ("out_out", out_out, x_in)):
+        if out is not None and np.may_share_memory(out, other):
+            raise ValueError(f"{name}: overlaps the other side's logits")
+    if out_in is not None and out_out is not None and np.may_share_memory(out_in, out_out):
+        raise ValueError("out_out: overlaps out_in")
     total = np.float64(0.0)
     grads = []
-    for x, margin, outlier in ((x_in, m_in, False), (x_out, m_out, True)):
+    for x, margin, outlier, out, in_place in ((x_in, m_in, False, out_in, in_place_in),
+                                              (x_out, m_out, True, out_out, in_place_out)):
         k = x.shape[-1]
         n = x.size // k
-        grad = np.empty_like(x) if return_grad else None
-        s = _core.energy_margin(x, k, temperature, margin, outlier, float(n), grad)
+        grad = (out if out is not None else np.empty_like(x)) if return_grad else None
+        s = _core.energy_margin(grad if in_place else x, k, temperature, margin, outlier,
+                                float(n), grad, in_place)
         with np.errstate(divide="ignore", invalid="ignore"):
             total += np.float64(s) / np.float64(n)
         grads.append(grad)

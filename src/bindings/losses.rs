@@ -162,18 +162,24 @@ fn energy_typed<T: Real + NpElement>(
     logits: &Bound<'_, PyArrayDyn<T>>,
     spec: EnergySpec,
     grad: Option<&Bound<'_, PyAny>>,
+    in_place: bool,
 ) -> PyResult<f64> {
-    let x = input(Some(logits), "logits")?;
+    let x = input((!in_place).then_some(logits), "logits")?;
     let mut g = output::<T>(grad, "grad")?;
-    let x = data(&x, "logits")?.unwrap_or(&[]);
+    let x = data(&x, "logits")?.map_or(Logits::InGrad, Logits::Separate);
     let g = data_mut(&mut g, "grad")?;
-    run_detached(py, x.len(), || losses::energy_batch(x, &spec, g))
+    let len = match x {
+        Logits::Separate(x) => x.len(),
+        Logits::InGrad => g.as_deref().map_or(0, |g| g.len()),
+    };
+    run_detached(py, len, || losses::energy_batch(x, &spec, g))
 }
 
 /// Σ over rows of `relu(E − margin)²` (`outlier=False`) or `relu(margin − E)²`, with
-/// `E = −T·logsumexp(x/T)`; the gradient (into `grad`) is divided by `divisor`.
+/// `E = −T·logsumexp(x/T)`; the gradient (into `grad`) is divided by `divisor`; with
+/// `in_place`, `logits` is `grad` itself and the rows are read from it.
 #[pyfunction]
-#[pyo3(signature = (logits, k, temperature, margin, outlier, divisor, grad=None))]
+#[pyo3(signature = (logits, k, temperature, margin, outlier, divisor, grad=None, in_place=false))]
 #[allow(clippy::too_many_arguments)]
 fn energy_margin(
     py: Python<'_>,
@@ -184,6 +190,7 @@ fn energy_margin(
     outlier: bool,
     divisor: f64,
     grad: Option<Bound<'_, PyAny>>,
+    in_place: bool,
 ) -> PyResult<f64> {
     if !(temperature.is_finite() && temperature > 0.0) {
         return Err(PyValueError::new_err("temperature: must be finite and > 0"));
@@ -195,7 +202,7 @@ fn energy_margin(
         side: if outlier { Side::Out } else { Side::In },
         divisor,
     };
-    each_float!(logits, x => energy_typed(py, &x, spec, grad.as_ref()))
+    each_float!(logits, x => energy_typed(py, &x, spec, grad.as_ref(), in_place))
 }
 
 /// Checks labels against `[0, k)` / `ignore_index`; returns the number of non-ignored rows.

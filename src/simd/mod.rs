@@ -14,6 +14,7 @@ mod exp;
 mod exp64;
 mod log1p;
 mod rowops;
+mod softcap;
 mod vector;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -29,6 +30,7 @@ pub use rowops::{
     block_rows_f32, exp_sum_f32, exp_sum_f32_on, exp_sum_in_place_f32, row_block_stats_f32,
     row_max_f32, row_max_f32_on, scale_f32, BLOCK_MAX_K,
 };
+pub use softcap::{capped_exp_sum_f32, capped_one_f32, capped_prepass_f32, CapRow};
 pub use vector::{bf16_bits, F32Vec, LaneElem};
 
 /// Arguments below this underflow float32's normal range; their exponential is flushed to 0.
