@@ -25,6 +25,7 @@ use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
 use crate::real::{exp_sum, row_max, widened, Real};
 use crate::rowstats::RowStats;
+use crate::simd::{HardBlockStats, HardRows, HardTargets, HARD_BLOCK_ROWS};
 
 /// Parameters shared by every row.
 #[derive(Clone, Copy)]
@@ -660,7 +661,12 @@ fn cce_chunk<C: Real, Y: Element, O: Element>(
     if let Some(cap) = spec.softcap {
         return capped_chunk(row0, x, grad, hess, losses, lse, targets, spec, cap);
     }
-    let block = C::block_rows(k);
+    let hard = hard_block_lanes::<C, Y>(targets, spec);
+    let block = if hard > 0 {
+        HARD_BLOCK_ROWS
+    } else {
+        C::block_rows(k)
+    };
     let copy_rows = x.is_none() && k <= IN_PLACE_COPY_MAX;
     let mut scratch: Vec<C> = if copy_rows {
         try_vec(k * block.max(1), C::ZERO)?
@@ -668,10 +674,19 @@ fn cce_chunk<C: Real, Y: Element, O: Element>(
         Vec::new()
     };
     let mut stats = vec![RowStats::default(); block];
+    let mut hard_stats = HardBlockStats::default();
+    // A block's worth of rows for a ragged tail through the vector finish.
+    let mut tail = TailBlock::<C>::new(if hard > 0 { hard * k } else { 0 })?;
     let mut sum = CceSums::default();
     let mut r = 0;
     while r < rows {
-        let span_rows = if block > 0 && r + block <= rows {
+        let span_rows = if hard > 0 {
+            // Whole vectors of rows, then the ragged tail (padded with ignored rows).
+            match (rows - r).min(HARD_BLOCK_ROWS) - (rows - r).min(HARD_BLOCK_ROWS) % hard {
+                0 => rows - r,
+                whole => whole,
+            }
+        } else if block > 0 && r + block <= rows {
             block
         } else {
             1
@@ -686,6 +701,50 @@ fn cce_chunk<C: Real, Y: Element, O: Element>(
             }
             None => None,
         };
+        if let (true, Some(xs)) = (hard > 0, xs) {
+            let mut g = grad.as_deref_mut().map(|g| &mut g[span.clone()]);
+            let mut h = hess.as_deref_mut().map(|h| &mut h[span.clone()]);
+            let padded = span_rows % hard != 0;
+            let block_rows = HardRows {
+                x: if padded {
+                    // The tail rows, then rows of zeros whose targets are ignored.
+                    tail.x[..xs.len()].copy_from_slice(xs);
+                    &tail.x
+                } else {
+                    xs
+                },
+                grad: match (&g, padded) {
+                    (Some(_), true) => Some(&mut tail.g[..]),
+                    _ => g.as_deref_mut(),
+                },
+                hess: match (&h, padded) {
+                    (Some(_), true) => Some(&mut tail.h[..]),
+                    _ => h.as_deref_mut(),
+                },
+            };
+            hard_block(
+                row0,
+                r,
+                span_rows,
+                block_rows,
+                targets,
+                spec,
+                &mut hard_stats,
+                &mut sum,
+                losses.as_deref_mut(),
+                lse.as_deref_mut(),
+            );
+            if padded {
+                if let Some(g) = g {
+                    g.copy_from_slice(&tail.g[..g.len()]);
+                }
+                if let Some(h) = h {
+                    h.copy_from_slice(&tail.h[..h.len()]);
+                }
+            }
+            r += span_rows;
+            continue;
+        }
         if let (true, Some(xs)) = (span_rows > 1, xs) {
             let store = match (grad.as_deref_mut(), hess.as_deref_mut()) {
                 (Some(g), _) => Some(&mut g[span.clone()]),
@@ -729,6 +788,94 @@ fn cce_chunk<C: Real, Y: Element, O: Element>(
         r += span_rows;
     }
     Ok(sum)
+}
+
+/// Scratch rows for the ragged tail of a chunk: logits (zero past the tail's rows), and
+/// the derivatives the kernel writes before the tail's rows are copied out.
+struct TailBlock<C> {
+    x: Vec<C>,
+    g: Vec<C>,
+    h: Vec<C>,
+}
+
+impl<C: Element> TailBlock<C> {
+    fn new(len: usize) -> Result<Self, Error> {
+        Ok(TailBlock {
+            x: try_vec(len, C::ZERO)?,
+            g: try_vec(len, C::ZERO)?,
+            h: try_vec(len, C::ZERO)?,
+        })
+    }
+}
+
+/// The row granularity of the one-row-per-lane finish for this batch (0: none): class-index
+/// targets without label smoothing, on a path and element type that have the kernel.
+fn hard_block_lanes<C: Real, Y>(targets: &Targets<'_, Y>, spec: &CceSpec<'_>) -> usize {
+    match targets {
+        Targets::Index { .. } if spec.label_smoothing == 0.0 && spec.softcap.is_none() => {
+            crate::simd::hard_block_lanes::<C>(spec.k)
+        }
+        _ => 0,
+    }
+}
+
+/// The rows `r .. r + n` of a chunk whose first row is `row0` through the vector finish:
+/// the derivatives written to `rows`, the results recorded.
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+fn hard_block<C: Real, Y, O: Element>(
+    row0: usize,
+    r: usize,
+    n: usize,
+    rows: HardRows<'_, C>,
+    targets: &Targets<'_, Y>,
+    spec: &CceSpec<'_>,
+    st: &mut HardBlockStats,
+    sum: &mut CceSums,
+    mut losses: Option<&mut [O]>,
+    mut lse: Option<&mut [O]>,
+) {
+    let mut tg = HardTargets {
+        t: [-1.0; HARD_BLOCK_ROWS],
+        b: [0.0; HARD_BLOCK_ROWS],
+    };
+    let mut c = [0.0f64; HARD_BLOCK_ROWS];
+    let inv_d = 1.0 / spec.divisor;
+    for i in 0..n {
+        if let RowTarget::Index(ti) = targets.row(row0 + r + i, spec.k) {
+            tg.t[i] = ti as f32;
+            c[i] = spec.w(ti);
+            tg.b[i] = if inv_d.is_finite() {
+                c[i] * inv_d
+            } else {
+                c[i] / spec.divisor
+            } as f32;
+        }
+    }
+    let zd = spec.z_terms(1.0).1 as f32;
+    crate::simd::hard_block(rows, spec.k, &tg, zd, st);
+    for i in 0..n {
+        let (m, log_s) = (st.m[i] as f64, st.log_s[i]);
+        let row_lse = m + log_s;
+        let res = if tg.t[i] < 0.0 {
+            RowResult {
+                loss: 0.0,
+                z: 0.0,
+                lse: if spec.want_lse { row_lse } else { 0.0 },
+            }
+        } else {
+            let ci = c[i];
+            RowResult {
+                loss: if ci != 0.0 {
+                    ci * (m - st.xt[i] as f64) + ci * log_s
+                } else {
+                    0.0
+                },
+                z: spec.z_terms(row_lse).0,
+                lse: row_lse,
+            }
+        };
+        record(sum, res, r + i, losses.as_deref_mut(), lse.as_deref_mut());
+    }
 }
 
 /// Adds row `r`'s result to the sums and writes its loss and logsumexp where asked.
@@ -876,8 +1023,9 @@ pub fn cce_batch<T: Real, Y: Element>(
             lse,
         })
         .collect();
+    let direct = hard_block_lanes::<T, Y>(&targets, spec) > 0;
     let partials = map_jobs(jobs, n * k, |ch| {
-        if T::NATIVE {
+        if T::NATIVE || direct {
             cce_chunk::<T, Y, T>(ch, &targets, spec)
         } else {
             cce_chunk_widened(ch, &targets, spec)
