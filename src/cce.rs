@@ -592,6 +592,28 @@ pub struct CceOutputs<'a, T> {
 /// longer rows are computed without a copy.
 const IN_PLACE_COPY_MAX: usize = 1 << 16;
 
+/// [`check_labels`] (the same result, and the same error for the first bad label) with
+/// the common cases in one branch-free pass the compiler vectorises: the range check over
+/// every label, and without weights the divisor as a count of the kept rows (the sum of
+/// ones it equals exactly).
+pub fn check_index_labels(
+    labels: &[i64],
+    k: usize,
+    ignore_index: i64,
+    weight: Option<&[f64]>,
+) -> Result<f64, Error> {
+    let (mut bad, mut kept) = (0u64, 0u64);
+    for &t in labels {
+        let ignored = t == ignore_index;
+        bad |= (!ignored & (t as u64 >= k as u64)) as u64;
+        kept += !ignored as u64;
+    }
+    if bad != 0 || weight.is_some() {
+        return check_labels(labels, k, ignore_index, weight);
+    }
+    Ok(kept as f64)
+}
+
 /// Checks that the pieces of a batch fit together (sizes, labels, the in-place buffer) and
 /// returns the number of rows.
 fn check_batch<T, Y>(
@@ -616,7 +638,7 @@ fn check_batch<T, Y>(
             ignore_index,
         } => {
             check_len(Some(labels), n, "target")?;
-            check_labels(labels, k, ignore_index, spec.weight)?;
+            check_index_labels(labels, k, ignore_index, spec.weight)?;
         }
         Targets::Probs(y) => check_len(Some(y), n * k, "target")?,
     }
@@ -831,20 +853,29 @@ fn hard_block<C: Real, Y, O: Element>(
     spec: &CceSpec<'_>,
     st: &mut HardBlockStats,
     sum: &mut CceSums,
-    mut losses: Option<&mut [O]>,
-    mut lse: Option<&mut [O]>,
+    losses: Option<&mut [O]>,
+    lse: Option<&mut [O]>,
 ) {
+    let Targets::Index {
+        labels,
+        ignore_index,
+    } = *targets
+    else {
+        unreachable!("the vector finish takes index targets")
+    };
     let mut tg = HardTargets {
         t: [-1.0; HARD_BLOCK_ROWS],
         b: [0.0; HARD_BLOCK_ROWS],
     };
     let mut c = [0.0f64; HARD_BLOCK_ROWS];
     let inv_d = 1.0 / spec.divisor;
-    for i in 0..n {
-        if let RowTarget::Index(ti) = targets.row(row0 + r + i, spec.k) {
-            tg.t[i] = ti as f32;
+    let finite_inv = inv_d.is_finite();
+    for (i, &label) in labels[row0 + r..row0 + r + n].iter().enumerate() {
+        if label != ignore_index {
+            let ti = label as usize;
             c[i] = spec.w(ti);
-            tg.b[i] = if inv_d.is_finite() {
+            tg.t[i] = ti as f32;
+            tg.b[i] = if finite_inv {
                 c[i] * inv_d
             } else {
                 c[i] / spec.divisor
@@ -853,28 +884,46 @@ fn hard_block<C: Real, Y, O: Element>(
     }
     let zd = spec.z_terms(1.0).1 as f32;
     crate::simd::hard_block(rows, spec.k, &tg, zd, st);
+    let mut row_loss = [0.0f64; HARD_BLOCK_ROWS];
+    let mut row_lse = [0.0f64; HARD_BLOCK_ROWS];
     for i in 0..n {
         let (m, log_s) = (st.m[i] as f64, st.log_s[i]);
-        let row_lse = m + log_s;
-        let res = if tg.t[i] < 0.0 {
-            RowResult {
-                loss: 0.0,
-                z: 0.0,
-                lse: if spec.want_lse { row_lse } else { 0.0 },
+        row_lse[i] = m + log_s;
+        let ci = c[i];
+        // `c = 0` (an ignored row, or a zero weight) costs nothing, even against a masked
+        // target (whose gap is infinite).
+        if ci != 0.0 {
+            row_loss[i] = ci * (m - st.xt[i] as f64) + ci * log_s;
+        }
+    }
+    // Sums in row order, as the one-row path adds them.
+    for &l in &row_loss[..n] {
+        sum.loss += l;
+    }
+    let mut row_z = [0.0f64; HARD_BLOCK_ROWS];
+    if spec.z_loss != 0.0 {
+        for i in 0..n {
+            if tg.t[i] >= 0.0 {
+                row_z[i] = spec.z_terms(row_lse[i]).0;
+                sum.z += row_z[i];
             }
-        } else {
-            let ci = c[i];
-            RowResult {
-                loss: if ci != 0.0 {
-                    ci * (m - st.xt[i] as f64) + ci * log_s
-                } else {
-                    0.0
-                },
-                z: spec.z_terms(row_lse).0,
-                lse: row_lse,
-            }
-        };
-        record(sum, res, r + i, losses.as_deref_mut(), lse.as_deref_mut());
+        }
+    }
+    if let Some(l) = losses {
+        for (o, (&v, &z)) in l[r..r + n].iter_mut().zip(row_loss.iter().zip(&row_z)) {
+            *o = O::from_f64(v + z);
+        }
+    }
+    if let Some(s) = lse {
+        for i in 0..n {
+            let ignored = tg.t[i] < 0.0;
+            let v = if ignored && !spec.want_lse {
+                0.0
+            } else {
+                row_lse[i]
+            };
+            s[r + i] = O::from_f64(v);
+        }
     }
 }
 

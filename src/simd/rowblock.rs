@@ -14,7 +14,7 @@
 //! maximal class is `(S − 1)/S`, never a subtraction from 1.
 
 use super::log1p::log1p_nonnegative;
-use super::rowops::{exp_shifted, TINY_REST};
+use super::rowops::TINY_REST;
 use super::vector::{F32Vec, LaneElem};
 use super::{Isa, SimdOp, FLUSH};
 use std::any::TypeId;
@@ -174,29 +174,82 @@ unsafe fn store_rows<V: F32Vec, E: LaneElem>(cols: *const f32, k: usize, r: usiz
     }
 }
 
-/// One column of the first pass: its exponentials (stored over it), the target's logit
-/// picked where `t` is `j`, the ties with the maximum counted and the rest summed in f64.
+/// `exp(x − m)` of one vector, as the one-row kernels' `exp_shifted` for every lane whose result is not
+/// flushed: the rounding error of `x − m` (TwoSum) is applied as `e·(1 + err)`, and lanes
+/// whose `x − m` is below [`FLUSH`] are 0 (the TwoSum of a huge or infinite gap may be NaN
+/// there; it is discarded with the lane). Lanes of `x ≥ m + FLUSH` get exactly what
+/// `exp_shifted` gives; further below, both are 0 or below the smallest normal float.
 #[inline(always)]
-unsafe fn column_exp<V: F32Vec>(
+unsafe fn exp_gap<V: F32Vec>(x: V, m: V, neg_m: V) -> V {
+    let s = x.sub(m);
+    let bp = s.sub(x);
+    let ap = s.sub(bp);
+    let err = x.sub(ap).add(neg_m.sub(bp));
+    let flush = V::splat(FLUSH);
+    let e = super::exp::exp_nonpositive(flush.max_keep_nan(s));
+    V::zero_where(s.lt(flush), e.fma(err, e))
+}
+
+/// One column of the first pass: its exponentials (stored over it when `STORE`), the
+/// target's logit picked where `t` is `j`, the ties with the maximum counted and the rest
+/// summed in f64.
+#[inline(always)]
+unsafe fn column_exp<V: F32Vec, const STORE: bool>(
     pc: *mut f32,
     j: usize,
     s: &mut ColumnSums<V>,
     acc: &mut V::F64Acc,
 ) {
     let c = V::load(pc);
-    let e = exp_shifted(c, s.m, s.neg_m, s.lo_bound);
+    let e = exp_gap(c, s.m, s.neg_m);
     s.xt = V::select(s.t.eq(V::splat(j as f32)), c, s.xt);
     let tie = e.eq(s.one);
     s.ties = s.ties.add(V::one_where(tie, s.one));
     *acc = V::acc_add(*acc, V::zero_where(tie, e));
-    e.store(pc);
+    if STORE {
+        e.store(pc);
+    }
+}
+
+/// The first pass over the columns of the `LANES` rows at `pq` (column stride `r`): per
+/// lane the maximum, the target's logit, the ties and the two f64 partial sums.
+#[inline(always)]
+unsafe fn first_pass<V: F32Vec, const STORE: bool>(
+    pq: *mut f32,
+    k: usize,
+    r: usize,
+    t: V,
+) -> (ColumnSums<V>, V::F64Acc, V::F64Acc) {
+    let mut mv = V::load(pq);
+    for j in 1..k {
+        mv = mv.max_keep_nan(V::load(pq.add(j * r)));
+    }
+    let mut s = ColumnSums {
+        m: mv,
+        neg_m: V::splat(0.0).sub(mv),
+        one: V::splat(1.0),
+        t,
+        xt: mv,
+        ties: V::splat(0.0),
+    };
+    // Two accumulators hide the latency of the f64 adds.
+    let (mut acc0, mut acc1) = (V::acc_zero(), V::acc_zero());
+    let mut j = 0;
+    while j + 2 <= k {
+        column_exp::<V, STORE>(pq.add(j * r), j, &mut s, &mut acc0);
+        column_exp::<V, STORE>(pq.add((j + 1) * r), j + 1, &mut s, &mut acc1);
+        j += 2;
+    }
+    if j < k {
+        column_exp::<V, STORE>(pq.add(j * r), j, &mut s, &mut acc0);
+    }
+    (s, acc0, acc1)
 }
 
 /// The per-lane state of the first pass over the columns.
 struct ColumnSums<V> {
     m: V,
     neg_m: V,
-    lo_bound: V,
     one: V,
     t: V,
     xt: V,
@@ -236,36 +289,19 @@ impl<E: LaneElem> SimdOp for HardBlock<'_, E> {
             let one = V::splat(1.0);
             let (mut sum0, mut sum1) = ([0.0f64; HARD_BLOCK_ROWS], [0.0f64; HARD_BLOCK_ROWS]);
             let mut tie_n = [0.0f32; HARD_BLOCK_ROWS];
+            let derivs = self.grad.is_some() || self.hess.is_some();
             for q in (0..r).step_by(lanes) {
                 let pq = pc.add(q);
-                let mut mv = V::load(pq);
-                for j in 1..k {
-                    mv = mv.max_keep_nan(V::load(pq.add(j * r)));
-                }
-                let mut s = ColumnSums {
-                    m: mv,
-                    neg_m: V::splat(0.0).sub(mv),
-                    lo_bound: mv.add(V::splat(FLUSH)),
-                    one,
-                    t: V::load(self.tg.t.as_ptr().add(q)),
-                    xt: mv,
-                    ties: V::splat(0.0),
+                let t = V::load(self.tg.t.as_ptr().add(q));
+                let (s, acc0, acc1) = if derivs {
+                    first_pass::<V, true>(pq, k, r, t)
+                } else {
+                    first_pass::<V, false>(pq, k, r, t)
                 };
-                // Two accumulators hide the latency of the f64 adds.
-                let (mut acc0, mut acc1) = (V::acc_zero(), V::acc_zero());
-                let mut j = 0;
-                while j + 2 <= k {
-                    column_exp(pq.add(j * r), j, &mut s, &mut acc0);
-                    column_exp(pq.add((j + 1) * r), j + 1, &mut s, &mut acc1);
-                    j += 2;
-                }
-                if j < k {
-                    column_exp(pq.add(j * r), j, &mut s, &mut acc0);
-                }
                 V::acc_lanes(acc0, sum0.as_mut_ptr().add(q));
                 V::acc_lanes(acc1, sum1.as_mut_ptr().add(q));
                 s.ties.store(tie_n.as_mut_ptr().add(q));
-                mv.store(st.m.as_mut_ptr().add(q));
+                s.m.store(st.m.as_mut_ptr().add(q));
                 s.xt.store(st.xt.as_mut_ptr().add(q));
             }
             let mut rest32 = [0.0f32; HARD_BLOCK_ROWS];
@@ -310,7 +346,7 @@ impl<E: LaneElem> SimdOp for HardBlock<'_, E> {
                     rest32[i] = rest as f32;
                 }
             }
-            if self.grad.is_none() && self.hess.is_none() {
+            if !derivs {
                 return;
             }
             let mut lse32 = [0.0f32; HARD_BLOCK_ROWS];
@@ -323,28 +359,38 @@ impl<E: LaneElem> SimdOp for HardBlock<'_, E> {
             for q in (0..r).step_by(lanes) {
                 let tv = V::load(self.tg.t.as_ptr().add(q));
                 let ignored = tv.lt(V::splat(0.0));
+                let any_ignored = V::any(ignored);
                 let rest = V::load(rest32.as_ptr().add(q));
                 let inv_s = one.div(one.add(rest));
                 let omp_max = rest.mul(inv_s);
                 let zd = V::zero_where(ignored, V::splat(self.zd));
+                let m = V::load(st.m.as_ptr().add(q));
                 let a = zd.mul(V::load(lse32.as_ptr().add(q)));
                 let b = V::load(self.tg.b.as_ptr().add(q));
-                let neg_b = V::splat(0.0).sub(b);
                 let ab = a.add(b);
                 let scale = ab.mul(inv_s);
+                // The target's entry −b (1 − p_t) + a p_t, its exponential recomputed (the
+                // same bits as in its column); (a + b) p elsewhere.
+                let e_t = exp_gap(V::load(st.xt.as_ptr().add(q)), m, V::splat(0.0).sub(m));
+                let p_t = e_t.mul(inv_s);
+                let omp_t = V::select(e_t.eq(one), omp_max, one.sub(p_t));
+                let g_t = p_t.fma(a, V::splat(0.0).sub(b).mul(omp_t));
                 for j in 0..k {
                     let at = j * r + q;
                     let e = V::load(pc.add(at));
-                    let p = e.mul(inv_s);
-                    let omp = V::select(e.eq(one), omp_max, one.sub(p));
                     if want_h {
+                        let p = e.mul(inv_s);
+                        let omp = V::select(e.eq(one), omp_max, one.sub(p));
                         let h = p.mul(omp).mul(ab).add(zd.mul(p).mul(p));
                         V::zero_where(ignored, h).store(ph.add(at));
                     }
-                    // −b (1 − p_t) + a p_t at the target, (a + b) p elsewhere.
-                    let g_t = p.fma(a, neg_b.mul(omp));
                     let g = V::select(tv.eq(V::splat(j as f32)), g_t, e.mul(scale));
-                    V::zero_where(ignored, g).store(pc.add(at));
+                    let g = if any_ignored {
+                        V::zero_where(ignored, g)
+                    } else {
+                        g
+                    };
+                    g.store(pc.add(at));
                 }
             }
             if let Some(g) = self.grad {

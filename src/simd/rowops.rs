@@ -39,7 +39,7 @@ fn row_max<V: F32Vec>(x: &[f32]) -> f32 {
 /// `m + FLUSH` rounds to `m` (then every smaller lane is at least one ulp of `m`, far more
 /// than 87, below it).
 #[inline(always)]
-pub(super) unsafe fn exp_shifted<V: F32Vec>(v: V, m: V, neg_m: V, lo_bound: V) -> V {
+unsafe fn exp_shifted<V: F32Vec>(v: V, m: V, neg_m: V, lo_bound: V) -> V {
     let under = v.lt(lo_bound); // false for NaN, which must propagate
                                 // Clamping keeps TwoSum away from inf − inf and the exponent of 2^n in range.
     let xc = lo_bound.max_keep_nan(v);
