@@ -873,7 +873,10 @@ fn hard_block<C: Real, Y, O: Element>(
     for (i, &label) in labels[row0 + r..row0 + r + n].iter().enumerate() {
         if label != ignore_index {
             let ti = label as usize;
-            c[i] = spec.w(ti);
+            c[i] = match spec.weight {
+                Some(w) => w[ti],
+                None => 1.0,
+            };
             tg.t[i] = ti as f32;
             tg.b[i] = if finite_inv {
                 c[i] * inv_d
@@ -892,14 +895,15 @@ fn hard_block<C: Real, Y, O: Element>(
         let ci = c[i];
         // `c = 0` (an ignored row, or a zero weight) costs nothing, even against a masked
         // target (whose gap is infinite).
-        if ci != 0.0 {
-            row_loss[i] = ci * (m - st.xt[i] as f64) + ci * log_s;
-        }
+        let l = ci * (m - st.xt[i] as f64) + ci * log_s;
+        row_loss[i] = if ci != 0.0 { l } else { 0.0 };
     }
-    // Sums in row order, as the one-row path adds them.
-    for &l in &row_loss[..n] {
-        sum.loss += l;
+    // Four partial sums in a fixed order (the block's rows depend only on the shape).
+    let mut part = [0.0f64; 4];
+    for (i, &l) in row_loss[..n].iter().enumerate() {
+        part[i % 4] += l;
     }
+    sum.loss += (part[0] + part[1]) + (part[2] + part[3]);
     let mut row_z = [0.0f64; HARD_BLOCK_ROWS];
     if spec.z_loss != 0.0 {
         for i in 0..n {
