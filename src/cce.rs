@@ -23,7 +23,7 @@ use crate::batch::{check_labels, Logits, RowTarget, Targets};
 use crate::element::Element;
 use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
-use crate::real::{exp_sum, row_max, widened, Real};
+use crate::real::{exp_sum, row_max, Real};
 use crate::rowstats::RowStats;
 use crate::simd::{HardBlockStats, HardRows, HardTargets, HARD_BLOCK_ROWS};
 
@@ -1016,8 +1016,12 @@ fn cce_chunk_widened<T: Real, Y: Element>(
         lse,
     } = ch;
     let src = x.or(grad.as_deref()).unwrap_or(&[]);
-    let xw = widened(src)?.expect("a widened type");
     let zero = <T::Work as Element>::ZERO;
+    let mut xw = try_vec(src.len(), zero)?;
+    let done = T::Work::as_f32_mut(&mut xw).is_some_and(|w| crate::simd::widen_to_f32(src, w));
+    if !done {
+        T::widen(src, &mut xw);
+    }
     let mut gw = grad.as_ref().map(|g| try_vec(g.len(), zero)).transpose()?;
     let mut hw = hess.as_ref().map(|h| try_vec(h.len(), zero)).transpose()?;
     let wide = Chunk {
@@ -1029,11 +1033,13 @@ fn cce_chunk_widened<T: Real, Y: Element>(
         lse,
     };
     let sum = cce_chunk::<T::Work, Y, T>(wide, targets, spec)?;
-    if let (Some(g), Some(gw)) = (grad, &gw) {
-        T::narrow(gw, g);
-    }
-    if let (Some(h), Some(hw)) = (hess, &hw) {
-        T::narrow(hw, h);
+    for (out, w) in [(grad, &gw), (hess, &hw)] {
+        if let (Some(o), Some(w)) = (out, w) {
+            match T::Work::as_f32(w) {
+                Some(w32) if crate::simd::narrow_from_f32(w32, o) => {}
+                _ => T::narrow(w, o),
+            }
+        }
     }
     Ok(sum)
 }

@@ -436,6 +436,64 @@ fn cast_mut<T: 'static, E: 'static>(x: &mut [T]) -> Option<&mut [E]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<E>(), x.len()) })
 }
 
+/// Widens 16-bit floats to float32 (exactly), a vector at a time.
+struct Widen<'a, E> {
+    x: &'a [E],
+    out: &'a mut [f32],
+}
+impl<E: LaneElem> SimdOp for Widen<'_, E> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn eval<V: F32Vec>(self) {
+        assert_eq!(self.x.len(), self.out.len());
+        // SAFETY: `eval`'s contract gives V's instruction set; both slices hold `len` values.
+        unsafe { widen::<V, E>(self.x.as_ptr(), self.x.len(), self.out.as_mut_ptr()) }
+    }
+}
+
+/// Rounds float32 values to a 16-bit type (to nearest, ties to even), a vector at a time.
+struct Narrow<'a, E> {
+    w: &'a [f32],
+    out: &'a mut [E],
+}
+impl<E: LaneElem> SimdOp for Narrow<'_, E> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn eval<V: F32Vec>(self) {
+        assert_eq!(self.w.len(), self.out.len());
+        // SAFETY: `eval`'s contract gives V's instruction set; both slices hold `len` values.
+        unsafe { narrow::<V, E>(self.w.as_ptr(), self.w.len(), self.out.as_mut_ptr()) }
+    }
+}
+
+/// `out[j] = x[j]` widened to float32 with the active path's conversions (F16C, AVX-512F),
+/// when `T` is float16 or bfloat16; `false` (nothing written) for other types.
+pub fn widen_to_f32<T: 'static>(x: &[T], out: &mut [f32]) -> bool {
+    if let Some(x) = cast::<T, half::f16>(x) {
+        super::dispatch(Widen { x, out });
+    } else if let Some(x) = cast::<T, half::bf16>(x) {
+        super::dispatch(Widen { x, out });
+    } else {
+        return false;
+    }
+    true
+}
+
+/// `out[j] = w[j]` rounded to `T` with the active path's conversions, when `T` is float16
+/// or bfloat16; `false` (nothing written) for other types.
+pub fn narrow_from_f32<T: 'static>(w: &[f32], out: &mut [T]) -> bool {
+    if TypeId::of::<T>() == TypeId::of::<half::f16>() {
+        let out = cast_mut::<T, half::f16>(out).expect("float16");
+        super::dispatch(Narrow { w, out });
+    } else if TypeId::of::<T>() == TypeId::of::<half::bf16>() {
+        let out = cast_mut::<T, half::bf16>(out).expect("bfloat16");
+        super::dispatch(Narrow { w, out });
+    } else {
+        return false;
+    }
+    true
+}
+
 /// A block of rows of any element type: `rows × k` logits, row-major, and where given the
 /// buffers (of the same length) that receive the gradient and the Hessian diagonal.
 pub struct HardRows<'a, T> {
@@ -668,6 +726,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn slice_conversions_match_the_half_crate() {
+        let w: Vec<f32> = (0..1003)
+            .map(|i| (i as f32 - 500.0) * 0.37 + 1e-3)
+            .collect();
+        let mut h = vec![half::f16::ZERO; w.len()];
+        let mut b = vec![half::bf16::ZERO; w.len()];
+        assert!(narrow_from_f32(&w, &mut h) && narrow_from_f32(&w, &mut b));
+        let mut back = vec![0.0f32; w.len()];
+        assert!(widen_to_f32(&h, &mut back));
+        for ((&v, &hv), &bk) in w.iter().zip(&h).zip(&back) {
+            assert_eq!(hv, half::f16::from_f32(v));
+            assert_eq!(bk, hv.to_f32());
+        }
+        assert!(widen_to_f32(&b, &mut back));
+        for ((&v, &bv), &bk) in w.iter().zip(&b).zip(&back) {
+            assert_eq!(bv, half::bf16::from_f32(v));
+            assert_eq!(bk, bv.to_f32());
+        }
+        assert!(!widen_to_f32(&w, &mut back) && !narrow_from_f32(&w, &mut back.clone()));
     }
 
     /// This thread's CPU time in seconds (a loaded machine inflates wall time).
