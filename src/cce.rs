@@ -1007,6 +1007,9 @@ fn cce_chunk_widened<T: Real, Y: Element>(
     targets: &Targets<'_, Y>,
     spec: &CceSpec<'_>,
 ) -> Result<CceSums, Error> {
+    if crate::simd::is_lane_16::<T>() {
+        return widened_f32_chunk(ch, targets, spec);
+    }
     let Chunk {
         row0,
         x,
@@ -1018,10 +1021,7 @@ fn cce_chunk_widened<T: Real, Y: Element>(
     let src = x.or(grad.as_deref()).unwrap_or(&[]);
     let zero = <T::Work as Element>::ZERO;
     let mut xw = try_vec(src.len(), zero)?;
-    let done = T::Work::as_f32_mut(&mut xw).is_some_and(|w| crate::simd::widen_to_f32(src, w));
-    if !done {
-        T::widen(src, &mut xw);
-    }
+    T::widen(src, &mut xw);
     let mut gw = grad.as_ref().map(|g| try_vec(g.len(), zero)).transpose()?;
     let mut hw = hess.as_ref().map(|h| try_vec(h.len(), zero)).transpose()?;
     let wide = Chunk {
@@ -1033,15 +1033,72 @@ fn cce_chunk_widened<T: Real, Y: Element>(
         lse,
     };
     let sum = cce_chunk::<T::Work, Y, T>(wide, targets, spec)?;
-    for (out, w) in [(grad, &gw), (hess, &hw)] {
-        if let (Some(o), Some(w)) = (out, w) {
-            match T::Work::as_f32(w) {
-                Some(w32) if crate::simd::narrow_from_f32(w32, o) => {}
-                _ => T::narrow(w, o),
-            }
-        }
+    if let (Some(g), Some(gw)) = (grad, &gw) {
+        T::narrow(gw, g);
+    }
+    if let (Some(h), Some(hw)) = (hess, &hw) {
+        T::narrow(hw, h);
     }
     Ok(sum)
+}
+
+thread_local! {
+    /// Per-thread float32 scratch of [`widened_f32_chunk`] (logits, gradient, Hessian), kept
+    /// between chunks so that a chunk neither allocates nor zeroes its copies.
+    static WIDE_SCRATCH: std::cell::RefCell<[Vec<f32>; 3]> = const {
+        std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()])
+    };
+}
+
+/// [`cce_chunk_widened`] for float16 and bfloat16: the chunk widened into per-thread
+/// float32 scratch with the dispatched conversions (F16C, AVX-512F), computed by the
+/// float32 kernels, the derivatives rounded once into the outputs with the same
+/// conversions.
+fn widened_f32_chunk<T: Real, Y: Element>(
+    ch: Chunk<'_, T, T>,
+    targets: &Targets<'_, Y>,
+    spec: &CceSpec<'_>,
+) -> Result<CceSums, Error> {
+    let Chunk {
+        row0,
+        x,
+        grad,
+        hess,
+        losses,
+        lse,
+    } = ch;
+    WIDE_SCRATCH.with(|cell| {
+        let mut bufs = cell.borrow_mut();
+        let [xw, gw, hw] = &mut *bufs;
+        let src = x.or(grad.as_deref()).unwrap_or(&[]);
+        let n = src.len();
+        for (buf, need) in [
+            (&mut *xw, true),
+            (&mut *gw, grad.is_some()),
+            (&mut *hw, hess.is_some()),
+        ] {
+            if need && buf.len() < n {
+                *buf = try_vec(n, 0.0f32)?;
+            }
+        }
+        let widened = crate::simd::widen_to_f32(src, &mut xw[..n]);
+        debug_assert!(widened, "a 16-bit float");
+        let wide = Chunk {
+            row0,
+            x: Some(&xw[..n]),
+            grad: grad.is_some().then(|| &mut gw[..n]),
+            hess: hess.is_some().then(|| &mut hw[..n]),
+            losses,
+            lse,
+        };
+        let sum = cce_chunk::<f32, Y, T>(wide, targets, spec)?;
+        for (out, w) in [(grad, &*gw), (hess, &*hw)] {
+            if let Some(o) = out {
+                crate::simd::narrow_from_f32(&w[..n], o);
+            }
+        }
+        Ok(sum)
+    })
 }
 
 /// Runs a whole batch of rows of `spec.k` logits and returns the sums of the row losses'

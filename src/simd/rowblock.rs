@@ -466,6 +466,13 @@ impl<E: LaneElem> SimdOp for Narrow<'_, E> {
     }
 }
 
+/// Whether `T` is float16 or bfloat16 (the types [`widen_to_f32`] and [`narrow_from_f32`]
+/// take).
+pub fn is_lane_16<T: 'static>() -> bool {
+    let id = TypeId::of::<T>();
+    id == TypeId::of::<half::f16>() || id == TypeId::of::<half::bf16>()
+}
+
 /// `out[j] = x[j]` widened to float32 with the active path's conversions (F16C, AVX-512F),
 /// when `T` is float16 or bfloat16; `false` (nothing written) for other types.
 pub fn widen_to_f32<T: 'static>(x: &[T], out: &mut [f32]) -> bool {
