@@ -23,8 +23,9 @@ use crate::batch::{check_labels, Logits, RowTarget, Targets};
 use crate::element::Element;
 use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
-use crate::real::{exp_sum, row_max, widened, Real};
+use crate::real::{exp_sum, row_max, Real};
 use crate::rowstats::RowStats;
+use crate::simd::{HardBlockStats, HardRows, HardTargets, HARD_BLOCK_ROWS};
 
 /// Parameters shared by every row.
 #[derive(Clone, Copy)]
@@ -591,6 +592,28 @@ pub struct CceOutputs<'a, T> {
 /// longer rows are computed without a copy.
 const IN_PLACE_COPY_MAX: usize = 1 << 16;
 
+/// [`check_labels`] (the same result, and the same error for the first bad label) with
+/// the common cases in one branch-free pass the compiler vectorises: the range check over
+/// every label, and without weights the divisor as a count of the kept rows (the sum of
+/// ones it equals exactly).
+pub fn check_index_labels(
+    labels: &[i64],
+    k: usize,
+    ignore_index: i64,
+    weight: Option<&[f64]>,
+) -> Result<f64, Error> {
+    let (mut bad, mut kept) = (0u64, 0u64);
+    for &t in labels {
+        let ignored = t == ignore_index;
+        bad |= (!ignored & (t as u64 >= k as u64)) as u64;
+        kept += !ignored as u64;
+    }
+    if bad != 0 || weight.is_some() {
+        return check_labels(labels, k, ignore_index, weight);
+    }
+    Ok(kept as f64)
+}
+
 /// Checks that the pieces of a batch fit together (sizes, labels, the in-place buffer) and
 /// returns the number of rows.
 fn check_batch<T, Y>(
@@ -615,7 +638,7 @@ fn check_batch<T, Y>(
             ignore_index,
         } => {
             check_len(Some(labels), n, "target")?;
-            check_labels(labels, k, ignore_index, spec.weight)?;
+            check_index_labels(labels, k, ignore_index, spec.weight)?;
         }
         Targets::Probs(y) => check_len(Some(y), n * k, "target")?,
     }
@@ -660,7 +683,12 @@ fn cce_chunk<C: Real, Y: Element, O: Element>(
     if let Some(cap) = spec.softcap {
         return capped_chunk(row0, x, grad, hess, losses, lse, targets, spec, cap);
     }
-    let block = C::block_rows(k);
+    let hard = hard_block_lanes::<C, Y>(targets, spec);
+    let block = if hard > 0 {
+        HARD_BLOCK_ROWS
+    } else {
+        C::block_rows(k)
+    };
     let copy_rows = x.is_none() && k <= IN_PLACE_COPY_MAX;
     let mut scratch: Vec<C> = if copy_rows {
         try_vec(k * block.max(1), C::ZERO)?
@@ -668,10 +696,19 @@ fn cce_chunk<C: Real, Y: Element, O: Element>(
         Vec::new()
     };
     let mut stats = vec![RowStats::default(); block];
+    let mut hard_stats = HardBlockStats::default();
+    // A block's worth of rows for a ragged tail through the vector finish.
+    let mut tail = TailBlock::<C>::new(if hard > 0 { hard * k } else { 0 })?;
     let mut sum = CceSums::default();
     let mut r = 0;
     while r < rows {
-        let span_rows = if block > 0 && r + block <= rows {
+        let span_rows = if hard > 0 {
+            // Whole vectors of rows, then the ragged tail (padded with ignored rows).
+            match (rows - r).min(HARD_BLOCK_ROWS) - (rows - r).min(HARD_BLOCK_ROWS) % hard {
+                0 => rows - r,
+                whole => whole,
+            }
+        } else if block > 0 && r + block <= rows {
             block
         } else {
             1
@@ -686,6 +723,50 @@ fn cce_chunk<C: Real, Y: Element, O: Element>(
             }
             None => None,
         };
+        if let (true, Some(xs)) = (hard > 0, xs) {
+            let mut g = grad.as_deref_mut().map(|g| &mut g[span.clone()]);
+            let mut h = hess.as_deref_mut().map(|h| &mut h[span.clone()]);
+            let padded = span_rows % hard != 0;
+            let block_rows = HardRows {
+                x: if padded {
+                    // The tail rows, then rows of zeros whose targets are ignored.
+                    tail.x[..xs.len()].copy_from_slice(xs);
+                    &tail.x
+                } else {
+                    xs
+                },
+                grad: match (&g, padded) {
+                    (Some(_), true) => Some(&mut tail.g[..]),
+                    _ => g.as_deref_mut(),
+                },
+                hess: match (&h, padded) {
+                    (Some(_), true) => Some(&mut tail.h[..]),
+                    _ => h.as_deref_mut(),
+                },
+            };
+            hard_block(
+                row0,
+                r,
+                span_rows,
+                block_rows,
+                targets,
+                spec,
+                &mut hard_stats,
+                &mut sum,
+                losses.as_deref_mut(),
+                lse.as_deref_mut(),
+            );
+            if padded {
+                if let Some(g) = g {
+                    g.copy_from_slice(&tail.g[..g.len()]);
+                }
+                if let Some(h) = h {
+                    h.copy_from_slice(&tail.h[..h.len()]);
+                }
+            }
+            r += span_rows;
+            continue;
+        }
         if let (true, Some(xs)) = (span_rows > 1, xs) {
             let store = match (grad.as_deref_mut(), hess.as_deref_mut()) {
                 (Some(g), _) => Some(&mut g[span.clone()]),
@@ -729,6 +810,125 @@ fn cce_chunk<C: Real, Y: Element, O: Element>(
         r += span_rows;
     }
     Ok(sum)
+}
+
+/// Scratch rows for the ragged tail of a chunk: logits (zero past the tail's rows), and
+/// the derivatives the kernel writes before the tail's rows are copied out.
+struct TailBlock<C> {
+    x: Vec<C>,
+    g: Vec<C>,
+    h: Vec<C>,
+}
+
+impl<C: Element> TailBlock<C> {
+    fn new(len: usize) -> Result<Self, Error> {
+        Ok(TailBlock {
+            x: try_vec(len, C::ZERO)?,
+            g: try_vec(len, C::ZERO)?,
+            h: try_vec(len, C::ZERO)?,
+        })
+    }
+}
+
+/// The row granularity of the one-row-per-lane finish for this batch (0: none): class-index
+/// targets without label smoothing, on a path and element type that have the kernel.
+fn hard_block_lanes<C: Real, Y>(targets: &Targets<'_, Y>, spec: &CceSpec<'_>) -> usize {
+    match targets {
+        Targets::Index { .. } if spec.label_smoothing == 0.0 && spec.softcap.is_none() => {
+            crate::simd::hard_block_lanes::<C>(spec.k)
+        }
+        _ => 0,
+    }
+}
+
+/// The rows `r .. r + n` of a chunk whose first row is `row0` through the vector finish:
+/// the derivatives written to `rows`, the results recorded.
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+fn hard_block<C: Real, Y, O: Element>(
+    row0: usize,
+    r: usize,
+    n: usize,
+    rows: HardRows<'_, C>,
+    targets: &Targets<'_, Y>,
+    spec: &CceSpec<'_>,
+    st: &mut HardBlockStats,
+    sum: &mut CceSums,
+    losses: Option<&mut [O]>,
+    lse: Option<&mut [O]>,
+) {
+    let Targets::Index {
+        labels,
+        ignore_index,
+    } = *targets
+    else {
+        unreachable!("the vector finish takes index targets")
+    };
+    let mut tg = HardTargets {
+        t: [-1.0; HARD_BLOCK_ROWS],
+        b: [0.0; HARD_BLOCK_ROWS],
+    };
+    let mut c = [0.0f64; HARD_BLOCK_ROWS];
+    let inv_d = 1.0 / spec.divisor;
+    let finite_inv = inv_d.is_finite();
+    for (i, &label) in labels[row0 + r..row0 + r + n].iter().enumerate() {
+        if label != ignore_index {
+            let ti = label as usize;
+            c[i] = match spec.weight {
+                Some(w) => w[ti],
+                None => 1.0,
+            };
+            tg.t[i] = ti as f32;
+            tg.b[i] = if finite_inv {
+                c[i] * inv_d
+            } else {
+                c[i] / spec.divisor
+            } as f32;
+        }
+    }
+    let zd = spec.z_terms(1.0).1 as f32;
+    crate::simd::hard_block(rows, spec.k, &tg, zd, st);
+    let mut row_loss = [0.0f64; HARD_BLOCK_ROWS];
+    let mut row_lse = [0.0f64; HARD_BLOCK_ROWS];
+    for i in 0..n {
+        let (m, log_s) = (st.m[i] as f64, st.log_s[i]);
+        row_lse[i] = m + log_s;
+        let ci = c[i];
+        // `c = 0` (an ignored row, or a zero weight) costs nothing, even against a masked
+        // target (whose gap is infinite).
+        let l = ci * (m - st.xt[i] as f64) + ci * log_s;
+        row_loss[i] = if ci != 0.0 { l } else { 0.0 };
+    }
+    // Four partial sums in a fixed order (the block's rows depend only on the shape).
+    let mut part = [0.0f64; 4];
+    for (i, &l) in row_loss[..n].iter().enumerate() {
+        part[i % 4] += l;
+    }
+    sum.loss += (part[0] + part[1]) + (part[2] + part[3]);
+    let mut row_z = [0.0f64; HARD_BLOCK_ROWS];
+    if spec.z_loss != 0.0 {
+        for i in 0..n {
+            if tg.t[i] >= 0.0 {
+                row_z[i] = spec.z_terms(row_lse[i]).0;
+                sum.z += row_z[i];
+            }
+        }
+    }
+    if let Some(l) = losses {
+        for (o, (&v, &z)) in l[r..r + n].iter_mut().zip(row_loss.iter().zip(&row_z)) {
+            *o = O::from_f64(v + z);
+        }
+    }
+    if let Some(s) = lse {
+        for i in 0..n {
+            let ignored = tg.t[i] < 0.0;
+            let v = if ignored && !spec.want_lse {
+                0.0
+            } else {
+                row_lse[i]
+            };
+            s[r + i] = O::from_f64(v);
+        }
+    }
 }
 
 /// Adds row `r`'s result to the sums and writes its loss and logsumexp where asked.
@@ -902,6 +1102,9 @@ fn cce_chunk_widened<T: Real, Y: Element>(
     targets: &Targets<'_, Y>,
     spec: &CceSpec<'_>,
 ) -> Result<CceSums, Error> {
+    if crate::simd::is_lane_16::<T>() {
+        return widened_f32_chunk(ch, targets, spec);
+    }
     let Chunk {
         row0,
         x,
@@ -911,8 +1114,9 @@ fn cce_chunk_widened<T: Real, Y: Element>(
         lse,
     } = ch;
     let src = x.or(grad.as_deref()).unwrap_or(&[]);
-    let xw = widened(src)?.expect("a widened type");
     let zero = <T::Work as Element>::ZERO;
+    let mut xw = try_vec(src.len(), zero)?;
+    T::widen(src, &mut xw);
     let mut gw = grad.as_ref().map(|g| try_vec(g.len(), zero)).transpose()?;
     let mut hw = hess.as_ref().map(|h| try_vec(h.len(), zero)).transpose()?;
     let wide = Chunk {
@@ -931,6 +1135,65 @@ fn cce_chunk_widened<T: Real, Y: Element>(
         T::narrow(hw, h);
     }
     Ok(sum)
+}
+
+thread_local! {
+    /// Per-thread float32 scratch of [`widened_f32_chunk`] (logits, gradient, Hessian), kept
+    /// between chunks so that a chunk neither allocates nor zeroes its copies.
+    static WIDE_SCRATCH: std::cell::RefCell<[Vec<f32>; 3]> = const {
+        std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()])
+    };
+}
+
+/// [`cce_chunk_widened`] for float16 and bfloat16: the chunk widened into per-thread
+/// float32 scratch with the dispatched conversions (F16C, AVX-512F), computed by the
+/// float32 kernels, the derivatives rounded once into the outputs with the same
+/// conversions.
+fn widened_f32_chunk<T: Real, Y: Element>(
+    ch: Chunk<'_, T, T>,
+    targets: &Targets<'_, Y>,
+    spec: &CceSpec<'_>,
+) -> Result<CceSums, Error> {
+    let Chunk {
+        row0,
+        x,
+        grad,
+        hess,
+        losses,
+        lse,
+    } = ch;
+    WIDE_SCRATCH.with(|cell| {
+        let mut bufs = cell.borrow_mut();
+        let [xw, gw, hw] = &mut *bufs;
+        let src = x.or(grad.as_deref()).unwrap_or(&[]);
+        let n = src.len();
+        for (buf, need) in [
+            (&mut *xw, true),
+            (&mut *gw, grad.is_some()),
+            (&mut *hw, hess.is_some()),
+        ] {
+            if need && buf.len() < n {
+                *buf = try_vec(n, 0.0f32)?;
+            }
+        }
+        let widened = crate::simd::widen_to_f32(src, &mut xw[..n]);
+        debug_assert!(widened, "a 16-bit float");
+        let wide = Chunk {
+            row0,
+            x: Some(&xw[..n]),
+            grad: grad.is_some().then(|| &mut gw[..n]),
+            hess: hess.is_some().then(|| &mut hw[..n]),
+            losses,
+            lse,
+        };
+        let sum = cce_chunk::<f32, Y, T>(wide, targets, spec)?;
+        for (out, w) in [(grad, &*gw), (hess, &*hw)] {
+            if let Some(o) = out {
+                crate::simd::narrow_from_f32(&w[..n], o);
+            }
+        }
+        Ok(sum)
+    })
 }
 
 /// Runs a whole batch of rows of `spec.k` logits and returns the sums of the row losses'
@@ -971,8 +1234,9 @@ pub fn cce_batch<T: Real, Y: Element>(
             lse,
         })
         .collect();
+    let direct = hard_block_lanes::<T, Y>(&targets, spec) > 0;
     let partials = map_jobs(jobs, n * k, |ch| {
-        if T::NATIVE {
+        if T::NATIVE || direct {
             cce_chunk::<T, Y, T>(ch, &targets, spec)
         } else {
             cce_chunk_widened(ch, &targets, spec)

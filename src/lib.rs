@@ -57,6 +57,7 @@ mod layering {
         ("simd", 2, include_str!("simd/log1p.rs")),
         ("simd", 2, include_str!("simd/rowops.rs")),
         ("simd", 2, include_str!("simd/softcap.rs")),
+        ("simd", 2, include_str!("simd/rowblock.rs")),
         ("real", 3, include_str!("real.rs")),
         ("cce", 4, include_str!("cce.rs")),
         ("bce", 4, include_str!("bce.rs")),

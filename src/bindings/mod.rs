@@ -15,7 +15,7 @@ use numpy::{Element as NpElement, PyArray1, PyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::batch::{self, Logits};
+use crate::batch::Logits;
 use crate::bce::{self, Bcast, BceOutputs, BceSpec};
 use crate::calib;
 use crate::cce::{self, CceOutputs, CceSpec};
@@ -40,7 +40,9 @@ fn cce_check_labels(
         input(weight.as_ref(), "weight")?,
     );
     let (t, w) = (data(&t, "target")?.unwrap_or(&[]), data(&w, "weight")?);
-    run_detached(py, t.len(), || batch::check_labels(t, k, ignore_index, w))
+    run_detached(py, t.len(), || {
+        cce::check_index_labels(t, k, ignore_index, w)
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

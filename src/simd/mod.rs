@@ -13,6 +13,7 @@
 mod exp;
 mod exp64;
 mod log1p;
+mod rowblock;
 mod rowops;
 mod softcap;
 mod vector;
@@ -26,6 +27,10 @@ pub use exp64::{
     exp_f64_in_place, mul_sech2_f32, refine_rounded_exps_f32, shift_capped_f32, tanh_f32_to_f64,
 };
 pub use log1p::{log1p_nonnegative, log1p_unit};
+pub use rowblock::{
+    hard_block, hard_block_lanes, hard_block_on, is_lane_16, narrow_from_f32, widen_to_f32,
+    HardBlockStats, HardRows, HardTargets, HARD_BLOCK_MAX_K, HARD_BLOCK_ROWS,
+};
 pub use rowops::{
     block_rows_f32, exp_sum_f32, exp_sum_f32_on, exp_sum_in_place_f32, row_block_stats_f32,
     row_max_f32, row_max_f32_on, scale_f32, BLOCK_MAX_K,

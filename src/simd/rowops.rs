@@ -352,7 +352,7 @@ pub fn exp_sum_in_place_f32(v: &mut [f32], m: f32) -> ExpSum {
 
 /// Below this `S − 1`, terms that the float32 kernels flush (each below 2^-126) could
 /// matter at 1e-7 relative: such rows (extremely confident ones) are summed again in f64.
-const TINY_REST: f64 = 1e-25;
+pub(super) const TINY_REST: f64 = 1e-25;
 
 /// `es`, or for a row whose `S − 1` is tiny, the exact f64 sum (the stored float32
 /// exponentials stay as they are: they only feed gradients).

@@ -75,6 +75,25 @@ pub trait F32Vec: Copy {
     unsafe fn load_bf16(p: *const u16) -> Self;
     /// Stores the lanes at `p` as bfloat16, rounded to nearest (ties to even); NaN stays NaN.
     unsafe fn store_bf16(self, p: *mut u16);
+    /// Transposes a tile of at most 8 × 8 floats: reads `nr ≤ 8` rows of `nc ≤ 8` floats
+    /// (row `i` at `src + i·ss`) and writes `nc` rows of `nr` floats (row `j` at `dst + j·ds`,
+    /// `dst[j·ds + i] = src[i·ss + j]`), touching nothing else. The tile must not overlap
+    /// itself.
+    #[inline(always)]
+    unsafe fn transpose8(
+        src: *const f32,
+        ss: usize,
+        nr: usize,
+        nc: usize,
+        dst: *mut f32,
+        ds: usize,
+    ) {
+        for i in 0..nr {
+            for j in 0..nc {
+                *dst.add(j * ds + i) = *src.add(i * ss + j);
+            }
+        }
+    }
 }
 
 /// The bfloat16 bits of `v`, rounded to nearest (ties to even), NaN kept quiet.

@@ -20,6 +20,72 @@ pub unsafe fn run_avx512<Op: SimdOp>(op: Op) -> Op::Output {
     unsafe { op.eval::<avx512::V>() }
 }
 
+/// [`F32Vec::transpose8`] with AVX: eight (masked) row loads, three rounds of shuffles,
+/// eight (masked) row stores.
+///
+/// # Safety
+/// The CPU supports AVX2 (AVX-512F implies it); the pointers are valid for the rows and
+/// columns named, as in [`F32Vec::transpose8`].
+#[inline(always)]
+unsafe fn transpose8_avx(
+    src: *const f32,
+    ss: usize,
+    nr: usize,
+    nc: usize,
+    dst: *mut f32,
+    ds: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract: AVX2 is available; loads read `nc` floats of each of
+    // the first `nr` rows (masked when `nc < 8`), stores write `nr` floats of `nc` rows.
+    unsafe {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let col_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(nc as i32), lanes);
+        let row_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr as i32), lanes);
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (i, ri) in r.iter_mut().enumerate().take(nr) {
+            *ri = if nc == 8 {
+                _mm256_loadu_ps(src.add(i * ss))
+            } else {
+                _mm256_maskload_ps(src.add(i * ss), col_mask)
+            };
+        }
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let o = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for (j, oj) in o.iter().enumerate().take(nc) {
+            if nr == 8 {
+                _mm256_storeu_ps(dst.add(j * ds), *oj);
+            } else {
+                _mm256_maskstore_ps(dst.add(j * ds), row_mask, *oj);
+            }
+        }
+    }
+}
+
 pub mod avx2 {
     use super::F32Vec;
     use std::arch::x86_64::*;
@@ -219,6 +285,17 @@ pub mod avx2 {
                 _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
             _mm_storeu_si128(p.cast(), packed)
         }
+        #[inline(always)]
+        unsafe fn transpose8(
+            src: *const f32,
+            ss: usize,
+            nr: usize,
+            nc: usize,
+            dst: *mut f32,
+            ds: usize,
+        ) {
+            super::transpose8_avx(src, ss, nr, nc, dst, ds)
+        }
     }
 }
 
@@ -410,6 +487,17 @@ pub mod avx512 {
             let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(self.0, self.0);
             let r = _mm512_srli_epi32::<16>(_mm512_mask_blend_epi32(nan, rounded, quiet));
             _mm256_storeu_si256(p.cast(), _mm512_cvtepi32_epi16(r))
+        }
+        #[inline(always)]
+        unsafe fn transpose8(
+            src: *const f32,
+            ss: usize,
+            nr: usize,
+            nc: usize,
+            dst: *mut f32,
+            ds: usize,
+        ) {
+            super::transpose8_avx(src, ss, nr, nc, dst, ds)
         }
     }
 }
