@@ -570,3 +570,21 @@ def test_a_released_large_gradient_is_reused_and_a_live_one_never(dtype):
     F.binary_cross_entropy_with_logits(zr, y.float()).backward()
     torch.testing.assert_close(z.grad.float(), zr.grad, **tol)
     assert z.grad.data_ptr() != x.grad.data_ptr()
+
+
+def test_empty_cache_frees_the_kept_gradient_and_nothing_live():
+    n, k = 2048, 1024  # 8 MiB float32 gradient: cached once released
+    x = torch.randn(n, k, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    t = torch.zeros(n, dtype=torch.long)
+    xt.empty_cache()
+    xt.cross_entropy(x, t).backward()
+    live = x.grad
+    assert xt.empty_cache() == 0  # the gradient is alive: nothing kept
+    x.grad = live = None
+    assert xt.empty_cache() == n * k * 4
+    assert xt.empty_cache() == 0
+    xt.cross_entropy(x, t).backward()  # a fresh buffer: the values are still right
+    ref = x.detach().clone().requires_grad_()
+    F.cross_entropy(ref, t).backward()
+    torch.testing.assert_close(x.grad, ref.grad, rtol=1e-4, atol=1e-9)
+    del live

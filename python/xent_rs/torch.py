@@ -55,6 +55,7 @@ __all__ = [
     "CrossEntropyLoss",
     "BCEWithLogitsLoss",
     "linear_cross_entropy",
+    "empty_cache",
 ]
 
 #: Input dtypes the kernels take; any other goes to torch.nn.functional.
@@ -120,6 +121,12 @@ class _GradientCache:
         with self._lock:
             self._free = buf
 
+    def clear(self) -> int:
+        """Drops the kept buffer; returns its size in bytes (0 if none was kept)."""
+        with self._lock:
+            buf, self._free = self._free, None
+        return 0 if buf is None else buf.nbytes
+
     def tensor(self, buf: np.ndarray, grad: np.ndarray, dtype: torch.dtype) -> Tensor:
         """``buf`` (which the core wrote ``grad`` into) as the gradient tensor; its memory
         returns here when the tensor's storage (which holds the array made here, and only
@@ -132,6 +139,34 @@ class _GradientCache:
 
 
 _GRADIENTS = _GradientCache()
+
+
+def empty_cache() -> int:
+    """Frees the memory of the released gradient that the adapter keeps for reuse.
+
+    Loss functions here write a gradient of 4 MiB or more into the buffer of the last such
+    gradient PyTorch has released (one buffer at most, never one a tensor still holds), so
+    that a training step does not pay for fresh pages every step (docs/torch.md). After the
+    last step that memory stays with the adapter until a gradient of another size is asked
+    for, or until this is called (as ``torch.cuda.empty_cache`` does for PyTorch's own cache).
+
+    Returns
+    -------
+    int
+        The bytes freed (0 if no buffer was kept).
+
+    Examples
+    --------
+    >>> import torch, xent_rs.torch as xt
+    >>> x = torch.randn(2048, 1024, requires_grad=True)
+    >>> xt.cross_entropy(x, torch.zeros(2048, dtype=torch.long)).backward()
+    >>> x.grad = None  # the 8 MiB gradient is released, and kept for the next step
+    >>> xt.empty_cache()
+    8388608
+    >>> xt.empty_cache()
+    0
+    """
+    return _GRADIENTS.clear()
 
 
 def _grad_buffer(x: np.ndarray, need_grad: bool) -> tuple[Optional[np.ndarray], Any]:
