@@ -13,7 +13,6 @@ use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
 use crate::real::{exp_sum, row_max, widened, Real};
 
-mod exp;
 mod pass;
 mod temperature;
 

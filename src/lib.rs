@@ -64,7 +64,6 @@ mod layering {
         ("softmax", 4, include_str!("softmax.rs")),
         ("calib", 4, include_str!("calib.rs")),
         ("calib", 4, include_str!("calib/pass.rs")),
-        ("calib", 4, include_str!("calib/exp.rs")),
         ("calib", 4, include_str!("calib/temperature.rs")),
         // losses (issue 12)
         ("losses", 4, include_str!("losses.rs")),

@@ -254,7 +254,7 @@ fn rows_impl<T: Real>(
             }
             // `x_j − m = 0` exactly where `x_j = m` (the first maximum).
             let arg = first_equal(p, 0.0);
-            super::exp::exp_in_place(p);
+            crate::simd::exp_f64_in_place(p);
             let (total, rest) = stored_exp_sum(p);
             if !m.is_finite() || total.is_nan() {
                 return Err(r0 + r);
