@@ -13,12 +13,12 @@ data set's ``get_label()`` and ``get_weight()``.
 ...     def get_label(self): return np.array([0.0, 2.0], dtype=np.float32)
 ...     def get_weight(self): return np.array([], dtype=np.float32)
 >>> grad, hess = xgboost_objective()(np.zeros((2, 3), dtype=np.float32), Data())
->>> grad
-array([[-0.6666667 ,  0.33333334,  0.33333334],
-       [ 0.33333334,  0.33333334, -0.6666667 ]], dtype=float32)
->>> hess  # 2 p (1 - p), as multi:softprob
-array([[0.44444445, 0.44444445, 0.44444445],
-       [0.44444445, 0.44444445, 0.44444445]], dtype=float32)
+>>> grad.round(6)  # p - onehot(y), p = 1/3 (float32, to a few ulps)
+array([[-0.666667,  0.333333,  0.333333],
+       [ 0.333333,  0.333333, -0.666667]], dtype=float32)
+>>> hess.round(6)  # 2 p (1 - p) = 4/9, as multi:softprob
+array([[0.444444, 0.444444, 0.444444],
+       [0.444444, 0.444444, 0.444444]], dtype=float32)
 """
 
 from __future__ import annotations
