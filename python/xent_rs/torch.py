@@ -150,6 +150,10 @@ def empty_cache() -> int:
     last step that memory stays with the adapter until a gradient of another size is asked
     for, or until this is called (as ``torch.cuda.empty_cache`` does for PyTorch's own cache).
 
+    Parameters
+    ----------
+    (none)
+
     Returns
     -------
     int
