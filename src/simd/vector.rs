@@ -34,6 +34,10 @@ pub trait F32Vec: Copy {
     unsafe fn round(self) -> Self;
     /// `2^n` for integer-valued lanes `n` in [-126, 127].
     unsafe fn pow2(n: Self) -> Self;
+    /// `self · 2^n` by an integer add to the exponent bits, where `t = n + 1.5·2^23` holds
+    /// the integer `n` in its low mantissa bits (magic-number rounding). Right only where
+    /// the result stays a normal float; NaN lanes may come out as numbers.
+    unsafe fn add_exponent(self, t: Self) -> Self;
     unsafe fn eq(self, o: Self) -> Self::Mask;
     unsafe fn div(self, o: Self) -> Self;
     unsafe fn abs(self) -> Self;
@@ -238,6 +242,12 @@ impl F32Vec for Scalar {
     #[inline(always)]
     unsafe fn pow2(n: Self) -> Self {
         Scalar(f32::from_bits(((n.0 as i32 + 127) as u32) << 23))
+    }
+    #[inline(always)]
+    unsafe fn add_exponent(self, t: Self) -> Self {
+        Scalar(f32::from_bits(
+            self.0.to_bits().wrapping_add(t.0.to_bits() << 23),
+        ))
     }
     #[inline(always)]
     unsafe fn eq(self, o: Self) -> bool {

@@ -164,6 +164,14 @@ pub mod avx2 {
             V(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(i)))
         }
         #[inline(always)]
+        unsafe fn add_exponent(self, t: Self) -> Self {
+            let shifted = _mm256_slli_epi32::<23>(_mm256_castps_si256(t.0));
+            V(_mm256_castsi256_ps(_mm256_add_epi32(
+                _mm256_castps_si256(self.0),
+                shifted,
+            )))
+        }
+        #[inline(always)]
         unsafe fn eq(self, o: Self) -> __m256 {
             _mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, o.0)
         }
@@ -366,6 +374,14 @@ pub mod avx512 {
         unsafe fn pow2(n: Self) -> Self {
             let i = _mm512_add_epi32(_mm512_cvtps_epi32(n.0), _mm512_set1_epi32(127));
             V(_mm512_castsi512_ps(_mm512_slli_epi32::<23>(i)))
+        }
+        #[inline(always)]
+        unsafe fn add_exponent(self, t: Self) -> Self {
+            let shifted = _mm512_slli_epi32::<23>(_mm512_castps_si512(t.0));
+            V(_mm512_castsi512_ps(_mm512_add_epi32(
+                _mm512_castps_si512(self.0),
+                shifted,
+            )))
         }
         #[inline(always)]
         unsafe fn eq(self, o: Self) -> __mmask16 {
