@@ -24,7 +24,7 @@ use crate::element::Element;
 use crate::error::{check_len, rows_of, try_vec, Error};
 use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
 use crate::real::{exp_sum, row_max, Real};
-use crate::rowstats::RowStats;
+use crate::rowstats::{ExpSum, RowStats};
 use crate::simd::{HardBlockStats, HardRows, HardTargets, HARD_BLOCK_ROWS};
 
 /// Parameters shared by every row.
@@ -221,13 +221,41 @@ pub fn cce_row<T: Real, Y: Element>(
         RowTarget::Ignored => None,
         _ => derivs.store(),
     };
-    let es = exp_sum(x, m, store);
+    let es = match store {
+        Some(store) => exp_sum(x, m, Some(store)),
+        None => loss_exp_sum(x, m, &tt),
+    };
     let st = RowStats {
         m,
         es,
         log_s: es.log_sum(),
     };
     cce_row_finish(target, spec, derivs, st, tt)
+}
+
+/// The split sum of a row whose exponentials are not kept, from the cheaper kernel when the
+/// error it leaves is below `2^-22` of the row's loss (`Q log S + gap` for target mass `Q`;
+/// `log S` alone when there is none, which bounds the error of the logsumexp relative to
+/// its `log S` part), else exactly. The error is what rounding `x_j − m` adds to `S − 1`,
+/// so to `log S` at most that over `S`.
+#[inline(always)]
+fn loss_exp_sum<T: Real>(x: &[T], m: f64, tt: &TargetTerms) -> ExpSum {
+    let (es, bound) = T::exp_sum_loose(x, m);
+    if bound == 0.0 {
+        return es;
+    }
+    let log_s = es.log_sum();
+    let scale = if tt.mass > 0.0 {
+        log_s + tt.gap / tt.mass
+    } else {
+        log_s
+    };
+    // NaN rows (bound NaN) keep their NaN.
+    if bound / es.total > scale * (1.0 / 4_194_304.0) {
+        exp_sum(x, m, None)
+    } else {
+        es
+    }
 }
 
 /// [`cce_row`] for a row whose logits are in the gradient buffer, with no second copy: the
@@ -241,7 +269,7 @@ fn cce_row_in_place<T: Real, Y: Element>(
 ) -> RowResult {
     let m = row_max(grad);
     let tt = target_terms(grad, m, target, spec);
-    let es = exp_sum(grad, m, None);
+    let es = loss_exp_sum(grad, m, &tt);
     if !matches!(target, RowTarget::Ignored) {
         T::exp_sum_in_place(grad, m);
     }

@@ -48,6 +48,12 @@ pub trait Real: Element {
     fn exp_sum(x: &[Self], m: f64, store: Option<&mut [Self]>) -> ExpSum {
         exp_sum_scalar(x, m, store)
     }
+    /// [`exp_sum`] without storing, possibly from a cheaper kernel that leaves the rounding
+    /// of `x_j − m` in: the sum and a bound on the absolute error that adds to `S − 1`
+    /// (0 here: the default is exact).
+    fn exp_sum_loose(x: &[Self], m: f64) -> (ExpSum, f64) {
+        (Self::exp_sum(x, m, None), 0.0)
+    }
     /// Overwrites the row with its exponentials `exp(v_j − m)` and returns their sum as
     /// [`exp_sum`] would (exact in f64 here; float32 re-sums what it stored).
     fn exp_sum_in_place(v: &mut [Self], m: f64) -> ExpSum {
@@ -96,6 +102,10 @@ impl Real for f32 {
     fn exp_sum(x: &[f32], m: f64, store: Option<&mut [f32]>) -> ExpSum {
         // `m` is a float32 row maximum, so the conversion is exact.
         crate::simd::exp_sum_f32(x, m as f32, store)
+    }
+    #[inline]
+    fn exp_sum_loose(x: &[f32], m: f64) -> (ExpSum, f64) {
+        crate::simd::exp_sum_loose_f32(x, m as f32)
     }
     #[inline]
     fn exp_sum_in_place(v: &mut [f32], m: f64) -> ExpSum {

@@ -384,3 +384,42 @@ def test_terms_below_float32_range_still_count_in_a_tiny_loss():
         loss = xr.cross_entropy(x, t, reduction="none")
         exact = ref.cross_entropy(x, t, reduction="none")
         np.testing.assert_allclose(loss, exact, rtol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_loss_only_rows_where_shifting_by_the_maximum_rounds_stay_exact(threads):
+    # The loss-only float32 kernel leaves the rounding of x − max in when its bound says
+    # the loss cannot feel it, and sums exactly otherwise. These rows are built so that it
+    # can: a maximum with low bits (0.3, 10.1), the other mass far below it (|x − m| of
+    # 20 to 80, where that rounding is up to 4e-6 relative per term), and the target on
+    # the maximum, so the loss is the tiny non-maximal mass itself.
+    # The worst case: every x_j a multiple of u = 2^-18 in [−64, −32) and the maximum
+    # 3/8 of a u off one, so every x_j − m rounds the same way, by 3u/8 (1.4e-6 relative
+    # in each exponential).
+    rng = np.random.default_rng(7)
+    u = 2.0**-18
+    rows = []
+    for k in (40, 1000, 4099):
+        for top in (0.3, 10.1, -7.7, 1234.567):
+            far = top - rng.uniform(20.0, 80.0, size=k - 1)
+            rows.append(np.concatenate([[top], far]).astype(np.float32))
+            mixed = top - rng.uniform(0.0, 3.0, size=k - 1)
+            rows.append(np.concatenate([[top], mixed]).astype(np.float32))
+        for top in (0.3, -7.7):
+            m = (np.floor(top / u) + 0.375) * u
+            lo, hi = max(-64.0, m - 64.0) + 1.0, min(-32.0, m - 32.0) - 1.0
+            far = rng.uniform(lo, hi, size=k - 1)
+            row = np.concatenate([[m], far]).astype(np.float32)
+            assert row[0] == m and np.all((row[1:] >= -64) & (row[1:] < -32))
+            rows.append(row)
+    prev = xr.get_num_threads()
+    xr.set_num_threads(threads)
+    try:
+        for row in rows:
+            x = np.stack([row, row[::-1]])
+            t = np.array([0, len(row) - 1])
+            got = xr.cross_entropy(x, t, reduction="none")
+            want = ref.cross_entropy(x.astype(np.float64), t, reduction="none")
+            np.testing.assert_allclose(got, want, rtol=ROW_LOSS_RTOL[np.dtype(np.float32)], atol=0)
+    finally:
+        xr.set_num_threads(prev)

@@ -32,11 +32,25 @@ pub use rowblock::{
     HardBlockStats, HardRows, HardTargets, HARD_BLOCK_MAX_K, HARD_BLOCK_ROWS,
 };
 pub use rowops::{
-    block_rows_f32, exp_sum_f32, exp_sum_f32_on, exp_sum_in_place_f32, row_block_stats_f32,
-    row_max_f32, row_max_f32_on, scale_f32, BLOCK_MAX_K,
+    block_rows_f32, exp_sum_f32, exp_sum_f32_on, exp_sum_in_place_f32, exp_sum_loose_f32,
+    exp_sum_loose_f32_on, row_block_stats_f32, row_max_f32, row_max_f32_on, scale_f32, BLOCK_MAX_K,
 };
 pub use softcap::{capped_exp_sum_f32, capped_one_f32, capped_prepass_f32, CapRow};
 pub use vector::{bf16_bits, F32Vec, LaneElem};
+
+/// Asks for the cache line at `p` to be brought close (a hint: it never faults, so `p` may
+/// point past the end of a buffer, e.g. at the row after the last).
+#[inline(always)]
+pub fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` is an SSE instruction (baseline on x86-64) that reads no memory
+    // architecturally and cannot fault, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// Arguments below this underflow float32's normal range; their exponential is flushed to 0.
 pub const FLUSH: f32 = -87.336_54;

@@ -69,11 +69,56 @@ impl<V: F32Vec> SumState<V> {
             ties: V::splat(0.0),
         }
     }
+    /// The vector with its ties (lanes where `tie` is set) taken out and counted.
+    #[inline(always)]
+    unsafe fn untie(&mut self, e: V, tie: V::Mask, one: V) -> V {
+        self.ties = self.ties.add(V::one_where(tie, one));
+        V::zero_where(tie, e)
+    }
     #[inline(always)]
     unsafe fn add(&mut self, e: V, one: V) {
-        let tie = e.eq(one);
-        self.ties = self.ties.add(V::one_where(tie, one));
-        self.acc = V::acc_add(self.acc, V::zero_where(tie, e));
+        let e = self.untie(e, e.eq(one), one);
+        self.acc = V::acc_add(self.acc, e);
+    }
+    /// Four vectors at once, `tie` marking the lanes to count and leave out: each lane's
+    /// four other terms (all below 1, of one sign) are summed pairwise in float32 (two
+    /// roundings, 1.2e-7 relative at most) and converted to f64 once; the tie counts are
+    /// summed the same way (exact small integers). One dependent add per accumulator per
+    /// four vectors, not one per vector.
+    #[inline(always)]
+    unsafe fn add4(&mut self, e: [V; 4], tie: [V::Mask; 4], one: V) {
+        // (No closures here: they would not inherit the caller's target features, and the
+        // intrinsics in them would become calls.)
+        let t01 = V::one_where(tie[0], one).add(V::one_where(tie[1], one));
+        let t23 = V::one_where(tie[2], one).add(V::one_where(tie[3], one));
+        self.ties = self.ties.add(t01.add(t23));
+        let z01 = V::zero_where(tie[0], e[0]).add(V::zero_where(tie[1], e[1]));
+        let z23 = V::zero_where(tie[2], e[2]).add(V::zero_where(tie[3], e[3]));
+        self.acc = V::acc_add(self.acc, z01.add(z23));
+    }
+    /// `S` and `S − 1` (NaN when no lane was a tie: the maximum itself gave NaN).
+    #[inline(always)]
+    unsafe fn finish(self, n: usize) -> ExpSum {
+        let ties = self.ties.hsum_f32() as f64;
+        let rest = V::acc_sum(self.acc) + (ties - 1.0).max(0.0);
+        let rest = if ties == 0.0 && n > 0 { f64::NAN } else { rest };
+        ExpSum {
+            total: 1.0 + rest,
+            rest,
+        }
+    }
+}
+
+/// Prefetches the floats `i .. i + len` of the row after the `n` at `px` (rows of a batch are
+/// contiguous): that row's maximum pass then reads from cache while this compute-bound pass
+/// would otherwise leave the memory idle.
+#[inline(always)]
+fn prefetch_next_row(px: *const f32, n: usize, i: usize, len: usize) {
+    const LINE: usize = 16; // floats per 64-byte cache line
+    let mut j = 0;
+    while j < len {
+        super::prefetch(px.wrapping_add(n + i + j));
+        j += LINE;
     }
 }
 
@@ -92,62 +137,102 @@ unsafe fn exp_sum_raw<V: F32Vec>(px: *const f32, n: usize, m: f32, ps: *mut f32)
         let neg_m = V::splat(-m);
         let lo_bound = V::splat(m + FLUSH);
         let one = V::splat(1.0);
-        // Two independent accumulators hide the latency of the f64 adds.
-        let (mut s0, mut s1) = (SumState::<V>::new(), SumState::<V>::new());
+        let mut sum = SumState::<V>::new();
         let full = n - n % V::LANES;
         let store = !ps.is_null();
         let mut i = 0;
         while i + 4 * V::LANES <= full {
-            let e0 = exp_shifted(V::load(px.add(i)), mv, neg_m, lo_bound);
-            let e1 = exp_shifted(V::load(px.add(i + V::LANES)), mv, neg_m, lo_bound);
-            let e2 = exp_shifted(V::load(px.add(i + 2 * V::LANES)), mv, neg_m, lo_bound);
-            let e3 = exp_shifted(V::load(px.add(i + 3 * V::LANES)), mv, neg_m, lo_bound);
-            s0.add(e0, one);
-            s1.add(e1, one);
-            s0.add(e2, one);
-            s1.add(e3, one);
+            prefetch_next_row(px, n, i, 4 * V::LANES);
+            let e = [
+                exp_shifted(V::load(px.add(i)), mv, neg_m, lo_bound),
+                exp_shifted(V::load(px.add(i + V::LANES)), mv, neg_m, lo_bound),
+                exp_shifted(V::load(px.add(i + 2 * V::LANES)), mv, neg_m, lo_bound),
+                exp_shifted(V::load(px.add(i + 3 * V::LANES)), mv, neg_m, lo_bound),
+            ];
             if store {
-                e0.store(ps.add(i));
-                e1.store(ps.add(i + V::LANES));
-                e2.store(ps.add(i + 2 * V::LANES));
-                e3.store(ps.add(i + 3 * V::LANES));
+                for (u, eu) in e.iter().enumerate() {
+                    eu.store(ps.add(i + u * V::LANES));
+                }
             }
+            let ties = [e[0].eq(one), e[1].eq(one), e[2].eq(one), e[3].eq(one)];
+            sum.add4(e, ties, one);
             i += 4 * V::LANES;
         }
-        while i + 2 * V::LANES <= full {
-            let e0 = exp_shifted(V::load(px.add(i)), mv, neg_m, lo_bound);
-            let e1 = exp_shifted(V::load(px.add(i + V::LANES)), mv, neg_m, lo_bound);
-            s0.add(e0, one);
-            s1.add(e1, one);
-            if store {
-                e0.store(ps.add(i));
-                e1.store(ps.add(i + V::LANES));
-            }
-            i += 2 * V::LANES;
-        }
-        if i < full {
+        while i < full {
             let e = exp_shifted(V::load(px.add(i)), mv, neg_m, lo_bound);
-            s0.add(e, one);
+            sum.add(e, one);
             if store {
                 e.store(ps.add(i));
             }
+            i += V::LANES;
         }
         if full < n {
             let v = V::load_partial(px.add(full), n - full, f32::NEG_INFINITY);
             let e = exp_shifted(v, mv, neg_m, lo_bound);
-            s1.add(e, one);
+            sum.add(e, one);
             if store {
                 e.store_partial(ps.add(full), n - full);
             }
         }
-        let ties = s0.ties.add(s1.ties).hsum_f32() as f64;
-        let rest = V::acc_sum(s0.acc) + V::acc_sum(s1.acc) + (ties - 1.0).max(0.0);
-        // No tie at all means the maximum itself gave NaN: the row is NaN.
-        let rest = if ties == 0.0 && n > 0 { f64::NAN } else { rest };
-        ExpSum {
-            total: 1.0 + rest,
-            rest,
+        sum.finish(n)
+    }
+}
+
+/// [`exp_sum_raw`] without storing and without the TwoSum correction of `x − m`: the
+/// rounding of each shifted logit (at most `|x_j − m|·2^-24`, relative, in its
+/// exponential) is left in, and bounded instead. Returns the sum and that bound on the
+/// absolute error it adds to `S − 1`, `2^-24 · Σ_j e_j |x_j − m|` (0 when every
+/// subtraction is exact).
+///
+/// # Safety
+/// As for [`exp_sum_raw`], with `px` valid for `n` floats.
+#[inline(always)]
+unsafe fn exp_sum_loose_raw<V: F32Vec>(px: *const f32, n: usize, m: f32) -> (ExpSum, f64) {
+    /// `(e, e·(x − m), tie)` of one vector.
+    #[inline(always)]
+    unsafe fn one_vec<V: F32Vec>(v: V, mv: V, flush: V) -> (V, V, V::Mask) {
+        // `v − m` of `−inf` is `−inf` (no inf − inf: m is finite or the row is NaN anyway);
+        // it and everything below FLUSH is clamped for `exp` and zeroed after it.
+        let s = v.sub(mv);
+        let sc = flush.max_keep_nan(s);
+        let e = V::zero_where(s.lt(flush), exp_nonpositive(sc));
+        (e, e.mul(sc), s.eq(V::splat(0.0)))
+    }
+    // SAFETY: loads read `LANES` elements at `i < full`, inside the `n` at `px`; the tail is
+    // read masked.
+    unsafe {
+        let mv = V::splat(m);
+        let flush = V::splat(FLUSH);
+        let one = V::splat(1.0);
+        let mut sum = SumState::<V>::new();
+        let mut b = V::splat(0.0);
+        let full = n - n % V::LANES;
+        let mut i = 0;
+        while i + 4 * V::LANES <= full {
+            prefetch_next_row(px, n, i, 4 * V::LANES);
+            let (e0, p0, t0) = one_vec(V::load(px.add(i)), mv, flush);
+            let (e1, p1, t1) = one_vec(V::load(px.add(i + V::LANES)), mv, flush);
+            let (e2, p2, t2) = one_vec(V::load(px.add(i + 2 * V::LANES)), mv, flush);
+            let (e3, p3, t3) = one_vec(V::load(px.add(i + 3 * V::LANES)), mv, flush);
+            b = b.add(p0.add(p1).add(p2.add(p3)));
+            sum.add4([e0, e1, e2, e3], [t0, t1, t2, t3], one);
+            i += 4 * V::LANES;
         }
+        while i < n {
+            let v = if i < full {
+                V::load(px.add(i))
+            } else {
+                V::load_partial(px.add(full), n - full, f32::NEG_INFINITY)
+            };
+            let (e, es, tie) = one_vec(v, mv, flush);
+            b = b.add(es);
+            let e = sum.untie(e, tie, one);
+            sum.acc = V::acc_add(sum.acc, e);
+            i += V::LANES;
+        }
+        // The bound's own float32 sum is good to far better than the 1% margin.
+        let bound = -(b.hsum_f32() as f64) * (1.01 / 16_777_216.0);
+        (sum.finish(n), bound)
     }
 }
 
@@ -274,6 +359,20 @@ impl SimdOp for ExpSumOp<'_> {
     }
 }
 
+struct ExpSumLoose<'a> {
+    x: &'a [f32],
+    m: f32,
+}
+impl SimdOp for ExpSumLoose<'_> {
+    type Output = (ExpSum, f64);
+    #[inline(always)]
+    unsafe fn eval<V: F32Vec>(self) -> (ExpSum, f64) {
+        // SAFETY: `eval`'s contract gives the instruction set; the pointer and length come
+        // from one slice.
+        unsafe { exp_sum_loose_raw::<V>(self.x.as_ptr(), self.x.len(), self.m) }
+    }
+}
+
 struct Scale<'a>(&'a mut [f32], f32);
 impl SimdOp for Scale<'_> {
     type Output = ();
@@ -332,6 +431,24 @@ pub fn exp_sum_f32(x: &[f32], m: f32, store: Option<&mut [f32]>) -> ExpSum {
         m,
     });
     refine_tiny_rest(x, m, es)
+}
+
+/// [`exp_sum_f32`] of a row whose exponentials are not wanted, without correcting the
+/// rounding of `x_j − m` (a quarter fewer operations): returns the sum and a bound on the
+/// absolute error that rounding adds to `S − 1` (see [`exp_sum_loose_raw`]), for the caller
+/// to compare with the accuracy it needs, and to call [`exp_sum_f32`] when it is not met.
+#[inline]
+pub fn exp_sum_loose_f32(x: &[f32], m: f32) -> (ExpSum, f64) {
+    let (es, bound) = dispatch(ExpSumLoose { x, m });
+    if es.rest < TINY_REST {
+        return (exp_sum_scalar::<_, f32>(x, m as f64, None), 0.0);
+    }
+    (es, bound)
+}
+
+/// [`exp_sum_loose_f32`] on an explicit path (its raw kernel, without the refinement).
+pub fn exp_sum_loose_f32_on(isa: Isa, x: &[f32], m: f32) -> Option<(ExpSum, f64)> {
+    dispatch_on(isa, ExpSumLoose { x, m })
 }
 
 /// [`exp_sum_f32`] overwriting the row with its exponentials (no second buffer).
@@ -478,6 +595,52 @@ mod tests {
     }
 
     #[test]
+    fn the_loose_sum_is_within_its_bound_on_every_path() {
+        let mut all = rows();
+        // Far terms only, and a maximum with low bits, where `x − m` rounds.
+        all.push(
+            (0..37)
+                .map(|j| 0.3 - 20.0 - j as f32 * 1.37)
+                .chain([0.3])
+                .collect(),
+        );
+        all.push(
+            (0..45)
+                .map(|j| 1e-10 * j as f32 - 60.0)
+                .chain([10.1])
+                .collect(),
+        );
+        for isa in supported() {
+            for x in &all {
+                let m = row_max_f32_on(isa, x).unwrap();
+                let (got, bound) = exp_sum_loose_f32_on(isa, x, m).unwrap();
+                let want = exp_sum_scalar::<_, f32>(x, m as f64, None);
+                if want.rest.is_nan() {
+                    assert!(got.rest.is_nan(), "{isa:?} {x:?}");
+                    continue;
+                }
+                // (Terms below FLUSH are flushed, bound and all.)
+                let exact_shift: f64 = x
+                    .iter()
+                    .map(|&v| (v as f64) - (m as f64))
+                    .filter(|&s| s >= FLUSH as f64)
+                    .map(|s| s.exp() * s.abs())
+                    .sum::<f64>()
+                    * 2f64.powi(-24);
+                assert!(
+                    bound >= exact_shift && bound <= 1.02 * exact_shift + 1e-300,
+                    "{isa:?} {x:?} {bound} {exact_shift}"
+                );
+                let tol = 3e-7 * want.rest + bound + 1e-37;
+                assert!(
+                    (got.rest - want.rest).abs() <= tol,
+                    "{isa:?} {x:?}: {got:?} {want:?} {bound}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn non_finite_rows_are_nan_on_every_path() {
         for isa in supported() {
             for x in [
@@ -489,6 +652,8 @@ mod tests {
                 let m = row_max_f32_on(isa, &x).unwrap();
                 let got = exp_sum_f32_on(isa, &x, m, None).unwrap();
                 assert!(got.rest.is_nan(), "{isa:?} {x:?}");
+                let (loose, _) = exp_sum_loose_f32_on(isa, &x, m).unwrap();
+                assert!(loose.rest.is_nan(), "{isa:?} {x:?}");
             }
         }
     }
