@@ -199,12 +199,13 @@ unsafe fn column_exp<V: F32Vec, const STORE: bool>(
     j: usize,
     s: &mut ColumnSums<V>,
     acc: &mut V::F64Acc,
+    ties: &mut V,
 ) {
     let c = V::load(pc);
     let e = exp_gap(c, s.m, s.neg_m);
     s.xt = V::select(s.t.eq(V::splat(j as f32)), c, s.xt);
     let tie = e.eq(s.one);
-    s.ties = s.ties.add(V::one_where(tie, s.one));
+    *ties = ties.add(V::one_where(tie, s.one));
     *acc = V::acc_add(*acc, V::zero_where(tie, e));
     if STORE {
         e.store(pc);
@@ -232,17 +233,19 @@ unsafe fn first_pass<V: F32Vec, const STORE: bool>(
         xt: mv,
         ties: V::splat(0.0),
     };
-    // Two accumulators hide the latency of the f64 adds.
+    // Two accumulators of each kind hide the latency of the adds.
     let (mut acc0, mut acc1) = (V::acc_zero(), V::acc_zero());
+    let (mut ties0, mut ties1) = (V::splat(0.0), V::splat(0.0));
     let mut j = 0;
     while j + 2 <= k {
-        column_exp::<V, STORE>(pq.add(j * r), j, &mut s, &mut acc0);
-        column_exp::<V, STORE>(pq.add((j + 1) * r), j + 1, &mut s, &mut acc1);
+        column_exp::<V, STORE>(pq.add(j * r), j, &mut s, &mut acc0, &mut ties0);
+        column_exp::<V, STORE>(pq.add((j + 1) * r), j + 1, &mut s, &mut acc1, &mut ties1);
         j += 2;
     }
     if j < k {
-        column_exp::<V, STORE>(pq.add(j * r), j, &mut s, &mut acc0);
+        column_exp::<V, STORE>(pq.add(j * r), j, &mut s, &mut acc0, &mut ties0);
     }
+    s.ties = ties0.add(ties1);
     (s, acc0, acc1)
 }
 
