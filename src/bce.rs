@@ -15,7 +15,7 @@ use std::any::TypeId;
 use crate::error::{check_len, Error};
 use crate::parallel::{map_jobs, ordered_sum, split_opt, CHUNK_ELEMS};
 use crate::real::{Element, Real};
-use crate::simd::{dispatch, exp_nonpositive, log1p_unit, F32Vec, LaneElem, SimdOp, FLUSH};
+use crate::simd::{dispatch, log1p_01, F32Vec, LaneElem, SimdOp, FLUSH};
 
 /// A factor broadcast over the flattened logits.
 #[derive(Clone, Copy)]
@@ -110,6 +110,10 @@ struct BceConsts {
     w32: f32,
     ws32: f32,
     pw32: f32,
+    /// `weight · pos_weight` and `weight · scale · pos_weight`: the positive term's factors
+    /// of loss and gradient, so that each costs one multiplication per element.
+    wpw32: f32,
+    wspw32: f32,
     one_minus_eps32: f32,
     half_eps32: f32,
     /// Beyond `|z| > -FLUSH` the float32 exponential is flushed; up to this `|z|` the
@@ -121,11 +125,19 @@ struct BceConsts {
 }
 
 impl BceConsts {
-    fn new(weight: f64, pos_weight: f64, label_smoothing: f64, scale: f64) -> Self {
+    /// `None` where a factor the float32 kernel multiplies by is not a normal float32 (or
+    /// zero, for a zero positive-class weight): the f64 path then keeps full precision.
+    fn new(weight: f64, pos_weight: f64, label_smoothing: f64, scale: f64) -> Option<Self> {
+        let usable = |v: f64| v == 0.0 || (v as f32).is_normal();
+        let factors = [weight, weight * scale, pos_weight];
+        let products = [weight * pos_weight, weight * scale * pos_weight];
+        if !factors.iter().chain(&products).all(|&v| usable(v)) {
+            return None;
+        }
         let eps = label_smoothing;
         // The largest factor a flushed exponential can be multiplied by (a + b ≤ pw + 1).
         let coef = (pos_weight.max(0.0) + 1.0) * weight * scale.max(1.0);
-        BceConsts {
+        Some(BceConsts {
             weight,
             pos_weight,
             label_smoothing,
@@ -133,24 +145,64 @@ impl BceConsts {
             w32: weight as f32,
             ws32: (weight * scale) as f32,
             pw32: pos_weight as f32,
+            wpw32: (weight * pos_weight) as f32,
+            wspw32: (weight * scale * pos_weight) as f32,
             one_minus_eps32: (1.0 - eps) as f32,
             half_eps32: (0.5 * eps) as f32,
             // exp(−|z|)·coef stays above the smallest float32 subnormal (2^-149 ≈ e^-103.3).
             fixup_limit32: (104.0 + coef.max(1.0).ln()) as f32,
             hard_ok: eps == 0.0 && (pos_weight as f32) > 0.0 && (pos_weight as f32).is_finite(),
-        }
+        })
     }
 }
 
 static ONES: [f32; 16] = [1.0; 16];
 
-/// One vector of BCE: (loss, grad, hess), the formulas of [`crate::bce`] with one `exp`,
-/// one `log1p` and one division per element (`1 / (1 + e^{−|z|})` serves both the sigmoid
-/// and the `log1p`). `hard`: every lane's target is exactly 0 or 1 and the constants allow
-/// the short form ([`BceConsts::hard_ok`]), which gives the same bits as the general one
-/// (one coefficient is then exactly zero and skipped). Without `DERIV` only the loss.
+/// Cephes' `expf` polynomial (as in [`crate::simd::exp_nonpositive`]), highest degree first.
+const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+
+/// `e^{−a}` for `a = |z|` in `[0, −FLUSH]` (NaN in, NaN out); larger `a` give unspecified
+/// values that the caller zeroes. [`crate::simd::exp_nonpositive`]'s reduction and polynomial
+/// on `−a`, arranged for a short dependency chain: no negation or clamp before the
+/// reduction `a = m·ln2 + s`, and the polynomial in `s` by Estrin's scheme with its
+/// coefficients' signs flipped, so that `u = s − s²·P(−s)` is the `−(r + r²·P(r))` of
+/// `r = −s` and `e^{−a} = (1 − u)·2^{−m}` (no rounding of `1 − s` first). At most 1 ulp
+/// against f64 `exp` (see the test).
 #[inline(always)]
-unsafe fn bce_vec<V: F32Vec, const DERIV: bool>(
+unsafe fn exp_neg<V: F32Vec>(a: V) -> V {
+    let m = a.mul(V::splat(std::f32::consts::LOG2_E)).round();
+    let s = m.fma(V::splat(-0.693_359_4), a);
+    let s = m.fma(V::splat(2.121_944_4e-4), s);
+    let s2 = s.mul(s);
+    let s4 = s2.mul(s2);
+    let p = |i: usize| V::splat(EXP_P[i]);
+    let n = |i: usize| V::splat(-EXP_P[i]);
+    // −P(−s) = (p4 s − p5) + s²(p2 s − p3) + s⁴(p0 s − p1).
+    let lo = p(4).fma(s, n(5));
+    let mid = p(2).fma(s, n(3));
+    let hi = p(0).fma(s, n(1));
+    let q = hi.fma(s4, mid.fma(s2, lo));
+    let u = q.fma(s2, s);
+    // The clamp only keeps `pow2`'s argument in range for the lanes the caller zeroes.
+    let scale = V::pow2(V::splat(0.0).sub(m).max_keep_nan(V::splat(-126.0)));
+    V::splat(1.0).sub(u).mul(scale)
+}
+
+/// One vector of BCE: (loss, grad, hess), the formulas of [`crate::bce`] with one `exp`, one
+/// `log1p` (a polynomial in `e^{−|z|}` that does not wait for the division) and, with
+/// `DERIV`, one division per element (`1 / (1 + e^{−|z|})` gives the sigmoid). `hard`: every
+/// lane's target is exactly 0 or 1 and the constants allow the short form
+/// ([`BceConsts::hard_ok`]), which gives the same bits as the general one (one coefficient is
+/// then exactly zero and skipped). Without `DERIV` only the loss; the Hessian only with `HESS`.
+#[inline(always)]
+unsafe fn bce_vec<V: F32Vec, const DERIV: bool, const HESS: bool>(
     z: V,
     y: V,
     c: &BceConsts,
@@ -158,48 +210,60 @@ unsafe fn bce_vec<V: F32Vec, const DERIV: bool>(
 ) -> (V, V, V) {
     let zero = V::splat(0.0);
     let one = V::splat(1.0);
-    let flush = V::splat(FLUSH);
-    let nz = zero.sub(z.abs());
-    let e = V::zero_where(nz.lt(flush), exp_nonpositive(flush.max_keep_nan(nz)));
-    let w = one.add(e);
-    let inv = one.div(w);
-    let l = log1p_unit(e, w, inv);
-    let sigmoid = || {
+    let az = z.abs();
+    let e = V::zero_where(az.gt(V::splat(-FLUSH)), exp_neg(az));
+    let l = log1p_01(e);
+    // σ(z) and 1 − σ(z), each as one quotient (no cancellation): 1/(1+e) on the side of z's
+    // sign, e/(1+e) on the other.
+    let sigmoid = |inv: V| {
         let neg = z.lt(zero);
         let ei = e.mul(inv);
         (V::select(neg, ei, inv), V::select(neg, inv, ei))
     };
     let (w32, ws) = (V::splat(c.w32), V::splat(c.ws32));
     if hard {
-        // Target 1: pw·softplus(−z); target 0: softplus(z).
+        // Target 1: pw·softplus(−z); target 0: softplus(z). Either is softplus(t) with
+        // t = ∓z, and the gradient's factor is σ(t) = 1 − σ(z) or σ(z) respectively.
         let pos = y.gt(V::splat(0.5));
-        let coef = V::select(pos, V::splat(c.pw32), one);
         let t = V::select(pos, zero.sub(z), z);
-        let loss = w32.mul(coef.mul(zero.max_keep_nan(t).add(l)));
+        let lw = V::select(pos, V::splat(c.wpw32), w32);
+        let loss = lw.mul(zero.max_keep_nan(t).add(l));
         if !DERIV {
             return (loss, zero, zero);
         }
-        let (sig, one_minus_sig) = sigmoid();
-        let grad = V::select(pos, zero.sub(coef.mul(one_minus_sig)), sig);
-        let hess = ws.mul(coef.mul(sig).mul(one_minus_sig));
-        return (loss, ws.mul(grad), hess);
+        let inv = one.div(one.add(e));
+        let st = V::select(t.lt(zero), e.mul(inv), inv);
+        let grad = V::select(pos, zero.sub(V::splat(c.wspw32).mul(st)), ws.mul(st));
+        if !HESS {
+            return (loss, grad, zero);
+        }
+        let (sig, one_minus_sig) = sigmoid(inv);
+        let coef = V::select(pos, V::splat(c.pw32), one);
+        return (loss, grad, ws.mul(coef.mul(sig).mul(one_minus_sig)));
     }
     let (ome, he) = (V::splat(c.one_minus_eps32), V::splat(c.half_eps32));
-    let a = V::splat(c.pw32).mul(y.fma(ome, he));
+    let ys = y.fma(ome, he);
+    let a = V::splat(c.pw32).mul(ys);
     // 1 − y is exact for y in [1/2, 1]; the smoothing is added after it, not before.
     let b = one.sub(y).fma(ome, he);
     let sp_neg = zero.max_keep_nan(zero.sub(z)).add(l);
     let sp_pos = zero.max_keep_nan(z).add(l);
-    // Zero coefficients contribute exactly zero (no 0 · inf).
+    // Zero coefficients contribute exactly zero (no 0 · inf). The weight is folded into each
+    // coefficient as in the hard form (`wpw · 1`, `w · 1` are exact there).
+    let (la, lb) = (V::splat(c.wpw32).mul(ys), w32.mul(b));
     let loss =
-        V::zero_where(a.eq(zero), a.mul(sp_neg)).add(V::zero_where(b.eq(zero), b.mul(sp_pos)));
-    let loss = w32.mul(V::select(z.is_nan(), z, loss));
+        V::zero_where(a.eq(zero), la.mul(sp_neg)).add(V::zero_where(b.eq(zero), lb.mul(sp_pos)));
+    let loss = V::select(z.is_nan(), z, loss);
     if !DERIV {
         return (loss, zero, zero);
     }
-    let (sig, one_minus_sig) = sigmoid();
-    // b·σ − a·(1 − σ): no cancellation when either coefficient is zero (hard targets).
-    let grad = ws.mul(b.mul(sig).sub(a.mul(one_minus_sig)));
+    let (sig, one_minus_sig) = sigmoid(one.div(one.add(e)));
+    // b·σ − a·(1 − σ), scaled: no cancellation when either coefficient is zero (hard targets).
+    let (ga, gb) = (V::splat(c.wspw32).mul(ys), ws.mul(b));
+    let grad = gb.mul(sig).sub(ga.mul(one_minus_sig));
+    if !HESS {
+        return (loss, grad, zero);
+    }
     let hess = ws.mul(a.add(b).mul(sig).mul(one_minus_sig));
     (loss, grad, hess)
 }
@@ -266,16 +330,16 @@ impl<E: LaneElem + Element> SimdOp for BceChunk<'_, E> {
     type Output = Result<f64, usize>;
     #[inline(always)]
     unsafe fn eval<V: F32Vec>(self) -> Result<f64, usize> {
-        if self.grad.is_some() || self.hess.is_some() {
-            bce_chunk::<V, E, true>(self)
-        } else {
-            bce_chunk::<V, E, false>(self)
+        match (self.grad.is_some(), self.hess.is_some()) {
+            (_, true) => bce_chunk::<V, E, true, true>(self),
+            (true, false) => bce_chunk::<V, E, true, false>(self),
+            (false, false) => bce_chunk::<V, E, false, false>(self),
         }
     }
 }
 
 #[inline(always)]
-fn bce_chunk<V: F32Vec, E: LaneElem + Element, const DERIV: bool>(
+fn bce_chunk<V: F32Vec, E: LaneElem + Element, const DERIV: bool, const HESS: bool>(
     op: BceChunk<'_, E>,
 ) -> Result<f64, usize> {
     let BceChunk {
@@ -308,6 +372,7 @@ fn bce_chunk<V: F32Vec, E: LaneElem + Element, const DERIV: bool>(
     unsafe {
         let mut acc = V::acc_zero();
         let mut extra = 0.0f64;
+        let (mut pending, mut paired) = (V::splat(0.0), false);
         let mut i = 0;
         let put = |v: V, out: &mut Option<&mut [E]>, i: usize, len: usize| {
             if let Some(o) = out.as_deref_mut() {
@@ -344,18 +409,30 @@ fn bce_chunk<V: F32Vec, E: LaneElem + Element, const DERIV: bool>(
                 i += len;
                 continue;
             }
-            let (l, g, h) = bce_vec::<V, DERIV>(zv, yv, c, hard && c.hard_ok);
+            let (l, g, h) = bce_vec::<V, DERIV, HESS>(zv, yv, c, hard && c.hard_ok);
             if len == V::LANES {
-                acc = V::acc_add(acc, l);
+                // Whole vectors are summed in pairs in f32 first (losses are ≥ 0: one more
+                // rounding of 2^-24 relative), halving the conversions to f64.
+                if paired {
+                    acc = V::acc_add(acc, pending.add(l));
+                } else {
+                    pending = l;
+                }
+                paired = !paired;
             } else {
                 acc = V::acc_add(acc, l.mul(V::load_partial(ONES.as_ptr(), len, 0.0)));
             }
             put(l, &mut losses, i, len);
             if DERIV {
                 put(g, &mut grad, i, len);
+            }
+            if HESS {
                 put(h, &mut hess, i, len);
             }
             i += len;
+        }
+        if paired {
+            acc = V::acc_add(acc, pending);
         }
         Ok(V::acc_sum(acc) + extra)
     }
@@ -481,7 +558,7 @@ pub fn bce_batch<T: Real, Y: Real>(
         _ => None,
     };
     let consts = match (constant(spec.weight), constant(spec.pos_weight)) {
-        (Some(w), Some(pw)) => Some(BceConsts::new(w, pw, spec.label_smoothing, spec.scale)),
+        (Some(w), Some(pw)) => BceConsts::new(w, pw, spec.label_smoothing, spec.scale),
         _ => None,
     };
     let partials = map_jobs(jobs, n, |(c, z, y, mut l, mut g, mut h)| {
@@ -588,7 +665,7 @@ mod tests {
         let y: Vec<f32> = (0..z.len()).map(|i| [0.0, 1.0, 0.25][i % 3]).collect();
         for isa in crate::simd::supported() {
             for &(pw, eps, w) in &[(1.0f32, 0.0f32, 1.0f32), (3.0, 0.1, 0.5), (0.0, 0.0, 2.0)] {
-                let c = BceConsts::new(w as f64, pw as f64, eps as f64, 0.25);
+                let c = BceConsts::new(w as f64, pw as f64, eps as f64, 0.25).unwrap();
                 let n = z.len();
                 let (mut l, mut g, mut h) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
                 let op = BceChunk {
@@ -673,7 +750,7 @@ mod tests {
         let y: Vec<f32> = (0..z.len()).map(|i| (i % 2) as f32).collect();
         for isa in crate::simd::supported() {
             for pw in [1.0, 3.0] {
-                let fast = BceConsts::new(0.5, pw, 0.0, 0.25);
+                let fast = BceConsts::new(0.5, pw, 0.0, 0.25).unwrap();
                 let slow = BceConsts {
                     hard_ok: false,
                     ..fast
@@ -700,9 +777,9 @@ mod tests {
                     if bad + 3 < y.len() {
                         y[bad + 3] = -1.0; // a later one is not reported
                     }
-                    let c = BceConsts::new(1.0, 1.0, 0.0, 1.0);
+                    let c = BceConsts::new(1.0, 1.0, 0.0, 1.0).unwrap();
                     assert_eq!(run_chunk(isa, &z, &y, &c).err(), Some(bad), "{isa:?} {v}");
-                    let zero = BceConsts::new(0.0, 1.0, 0.0, 1.0);
+                    let zero = BceConsts::new(0.0, 1.0, 0.0, 1.0).unwrap();
                     assert_eq!(run_chunk(isa, &z, &y, &zero).err(), Some(bad), "{isa:?}");
                 }
             }
@@ -713,7 +790,7 @@ mod tests {
     fn sixteen_bit_logits_match_their_float32_values() {
         let z32 = logits();
         let y: Vec<f32> = (0..z32.len()).map(|i| [0.0, 1.0, 0.3][i % 3]).collect();
-        let c = BceConsts::new(1.0, 2.0, 0.0, 1.0);
+        let c = BceConsts::new(1.0, 2.0, 0.0, 1.0).unwrap();
         for isa in crate::simd::supported() {
             let z16: Vec<half::f16> = z32.iter().map(|&v| half::f16::from_f32(v)).collect();
             let zb: Vec<half::bf16> = z32.iter().map(|&v| half::bf16::from_f32(v)).collect();
@@ -750,6 +827,42 @@ mod tests {
                 );
             }
             assert_eq!(tb, tb32);
+        }
+    }
+
+    /// `exp_neg` over a slice (whole vectors; the length a multiple of 16).
+    struct ExpNeg<'a>(&'a [f32], &'a mut [f32]);
+
+    impl SimdOp for ExpNeg<'_> {
+        type Output = ();
+        unsafe fn eval<V: F32Vec>(self) {
+            for i in (0..self.0.len()).step_by(V::LANES) {
+                exp_neg(V::load(self.0.as_ptr().add(i))).store(self.1.as_mut_ptr().add(i));
+            }
+        }
+    }
+
+    #[test]
+    fn the_exponential_is_within_one_ulp_on_every_path() {
+        let mut a: Vec<f32> = (0..)
+            .map(|i| i as f32 * 0.000_731)
+            .take_while(|&a| a <= -FLUSH)
+            .collect();
+        a.extend([0.0, -FLUSH, f32::NAN]);
+        a.resize(a.len().next_multiple_of(16), 1.0);
+        for isa in crate::simd::supported() {
+            let mut got = vec![0.0; a.len()];
+            crate::simd::dispatch_on(isa, ExpNeg(&a, &mut got)).unwrap();
+            let mut worst: f64 = 0.0;
+            for (&x, &g) in a.iter().zip(&got) {
+                if x.is_nan() {
+                    assert!(g.is_nan(), "{isa:?}");
+                } else {
+                    worst = worst.max(crate::testing::ulps_f32(g, (-(x as f64)).exp()));
+                }
+            }
+            assert!(worst <= 1.0, "{isa:?}: worst error {worst} ulp");
+            assert_eq!(got[a.iter().position(|&x| x == 0.0).unwrap()], 1.0);
         }
     }
 

@@ -26,7 +26,7 @@ pub use exp::exp_nonpositive;
 pub use exp64::{
     exp_f64_in_place, mul_sech2_f32, refine_rounded_exps_f32, shift_capped_f32, tanh_f32_to_f64,
 };
-pub use log1p::{log1p_nonnegative, log1p_unit};
+pub use log1p::{log1p_01, log1p_nonnegative, log1p_unit};
 pub use rowblock::{
     hard_block, hard_block_lanes, hard_block_on, is_lane_16, narrow_from_f32, widen_to_f32,
     HardBlockStats, HardRows, HardTargets, HARD_BLOCK_MAX_K, HARD_BLOCK_ROWS,
