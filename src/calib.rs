@@ -481,6 +481,77 @@ mod tests {
         assert!(out.iter().all(|&v| v == 0.0));
     }
 
+    /// The top-label bins of short float32 rows (one row per lane) against binning each
+    /// row's `top_label_row`, on ties, masked classes and ragged block tails; a NaN, `+inf`
+    /// or all `-inf` row is reported by position.
+    #[test]
+    fn top_label_bins_of_short_rows_match_each_row() {
+        let n_bins = 10usize;
+        let edges: Vec<f64> = (0..=n_bins).map(|i| i as f64 / n_bins as f64).collect();
+        for k in [2usize, 3, 10, 32] {
+            for n in [1usize, 7, 33, 70] {
+                let mut x: Vec<f32> = (0..n * k)
+                    .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 9.0)
+                    .collect();
+                for i in (0..n).step_by(5) {
+                    x[i * k..(i + 1) * k].iter_mut().for_each(|v| *v = 1.25);
+                }
+                for i in (2..n).step_by(6) {
+                    x[i * k + 1] = f32::NEG_INFINITY;
+                }
+                let labels: Vec<i64> = (0..n as i64).map(|i| (i * 3) % k as i64).collect();
+                let weight: Vec<f64> = (0..n).map(|i| (i % 4) as f64 * 0.5).collect();
+                let bins = Bins {
+                    edges: &edges,
+                    right: true,
+                };
+                let spec = CalibSpec {
+                    k,
+                    from_logits: true,
+                    bins,
+                };
+                let mut out = vec![0.0; 3 * n_bins];
+                assert_eq!(
+                    calib_top(&x, &labels, Some(&weight), spec, &mut out).unwrap(),
+                    None
+                );
+                let mut want = vec![0.0; 3 * n_bins];
+                for (i, row) in x.chunks(k).enumerate() {
+                    let (c, a) = top_label_row(row);
+                    let b = bins.index(c);
+                    want[b] += weight[i];
+                    want[n_bins + b] += weight[i] * c;
+                    want[2 * n_bins + b] += if a == labels[i] { weight[i] } else { 0.0 };
+                }
+                for (g, w) in out.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-12 * w.abs().max(1.0),
+                        "k={k} n={n}: {out:?} vs {want:?}"
+                    );
+                }
+                for bad in [f32::NAN, f32::INFINITY] {
+                    let mut y = x.clone();
+                    y[(n - 1) * k + k - 1] = bad;
+                    let mut out = vec![0.0; 3 * n_bins];
+                    assert_eq!(
+                        calib_top(&y, &labels, None, spec, &mut out).unwrap(),
+                        Some(n - 1)
+                    );
+                    assert!(out.iter().all(|&v| v == 0.0));
+                }
+                let mut y = x.clone();
+                y[(n - 1) * k..]
+                    .iter_mut()
+                    .for_each(|v| *v = f32::NEG_INFINITY);
+                let mut out = vec![0.0; 3 * n_bins];
+                assert_eq!(
+                    calib_top(&y, &labels, None, spec, &mut out).unwrap(),
+                    Some(n - 1)
+                );
+            }
+        }
+    }
+
     #[test]
     fn top_label_of_a_known_row() {
         let x = [0.0f64, (3.0f64).ln(), (3.0f64).ln()];
