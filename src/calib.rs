@@ -314,7 +314,7 @@ fn temperature_rows<T: Real>(
         loss,
         scan,
     } = p;
-    if beta > 0.0 && beta <= kernel::MAX_BETA {
+    if (kernel::MIN_BETA..=kernel::MAX_BETA).contains(&beta) {
         let spec = kernel::PassSpec {
             k,
             beta,

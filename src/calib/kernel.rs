@@ -5,7 +5,7 @@
 //! a vector at a time. Optionally the same pass also gathers what the fit must know before
 //! it starts ([`PassSums::scale`] and the flags), so the fit needs no separate scan.
 //!
-//! Numerics, for `β > 0`: per element `u = β·(x − m)` (float32, `β` split in two floats so
+//! Numerics, for `MIN_BETA ≤ β ≤ MAX_BETA`: per element `u = β·(x − m)` (float32, `β` split in two floats so
 //! that the pass is evaluated at `β` itself; `m` the row maximum, masked classes kept out)
 //! and `e = exp(u)` (the float32 `exp`, 1 ulp); per row `S = Σe` and the moments
 //! `E[u^p] = Σ e·u^p / S`, `p ≤ 3`. Only terms with `u ≥ −87.3` are not flushed, so the
@@ -26,6 +26,8 @@ const FLUSH_VECTORS: usize = 8;
 /// The largest `β` the kernel takes (beyond it `β·(x − m)` could overflow float32 for
 /// ordinary logit gaps; the portable rows take it).
 pub const MAX_BETA: f64 = 1e30;
+/// The smallest: `−f32::MAX·β` is then far below the flush limit (a masked class stays out).
+pub const MIN_BETA: f64 = 1e-30;
 
 /// Weighted sums of one pass over rows (`Σ w·l`, `Σ w·l'`, `Σ w·l''`, `Σ w·l'''`, `Σ w`, the
 /// derivatives in `β`), and, when the pass scans, the largest finite `|z|` and flags over
@@ -72,7 +74,7 @@ impl PassSums {
 #[derive(Clone, Copy)]
 pub struct PassSpec<'a> {
     pub k: usize,
-    /// In `(0, MAX_BETA]`.
+    /// In `[MIN_BETA, MAX_BETA]`.
     pub beta: f64,
     /// Per-class weights (a row of weight 0 is not live: it adds nothing to the sums).
     pub weight: Option<&'a [f64]>,
@@ -111,15 +113,16 @@ struct Consts<V> {
 }
 
 /// The per-element step: `e = exp(u)`, `u = β·(c − m)`, of one vector of logits `c`
-/// against the maxima `m` (masked, `-inf`, lanes 0), and `u` clamped at the flush limit
-/// (finite, so that `e·u^p = 0` where `e` is). NaN in `c` or `m` gives NaN in both.
+/// against the maxima `m`, and `u` clamped at the flush limit (finite, so that `e·u^p = 0`
+/// where `e` is). A masked (`-inf`) lane's gap is clamped to `−f32::MAX`, which `β ≥
+/// MIN_BETA` takes below the flush limit: its `e` is 0. NaN in `c` or `m` (so also a row
+/// of nothing but `-inf`) gives NaN in both.
 #[inline(always)]
 unsafe fn exp_step<V: F32Vec>(c: V, m: V, q: &Consts<V>) -> (V, V) {
     let d = q.neg_max.max_keep_nan(c.sub(m));
     let u = d.fma(q.beta_lo, d.mul(q.beta_hi));
     let uc = q.flush.max_keep_nan(u);
-    let e = V::zero_where(u.lt(q.flush), exp_nonpositive(uc));
-    (V::zero_where(c.eq(q.neg_inf), e), uc)
+    (V::zero_where(u.lt(q.flush), exp_nonpositive(uc)), uc)
 }
 
 /// `cols[j·r + i] = rows[i·k + j]` for `r` rows (a multiple of 8 where the path has 8 lanes
@@ -202,7 +205,7 @@ impl<const LOSS: bool, const SCAN: bool> SimdOp for Pass<'_, LOSS, SCAN> {
         let k = self.spec.k;
         let n = self.labels.len();
         let beta = self.spec.beta;
-        assert!(k >= 1 && self.x.len() == n * k && beta > 0.0 && beta <= MAX_BETA);
+        assert!(k >= 1 && self.x.len() == n * k && (MIN_BETA..=MAX_BETA).contains(&beta));
         assert!(!self
             .labels
             .iter()
@@ -388,7 +391,7 @@ impl<const LOSS: bool, const SCAN: bool> Pass<'_, LOSS, SCAN> {
 
     /// The scan's part of row `i`: its maximum `m`, smallest unmasked logit `low`, labelled
     /// logit `xy` and sum of exponentials `s` (at least 1, its maximum's term, in a valid
-    /// row; NaN for a NaN or `+inf` logit, 0 for a row of nothing but `-inf`).
+    /// row; NaN for a NaN or `+inf` logit or a row of nothing but `-inf`).
     #[inline(always)]
     fn scan_row(&self, i: usize, m: f32, low: f32, xy: f32, s: f32, out: &mut PassSums) {
         if s.is_nan() || s < 0.5 {
