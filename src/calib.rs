@@ -10,9 +10,10 @@
 //! of squares: `l` is convex in `β`).
 
 use crate::error::{check_len, rows_of, try_vec, Error};
-use crate::parallel::{map_jobs, ordered_sum, rows_per_chunk, split_opt};
+use crate::parallel::{map_jobs, rows_per_chunk, split_opt};
 use crate::real::{exp_sum, row_max, widened, Real};
 
+mod kernel;
 mod pass;
 mod temperature;
 
@@ -227,36 +228,6 @@ pub struct TemperatureSums {
     pub weight: f64,
 }
 
-/// The temperature objective's parameters shared by every row.
-#[derive(Clone, Copy)]
-struct Temperature<'a> {
-    k: usize,
-    beta: f64,
-    weight: Option<&'a [f64]>,
-}
-
-fn temperature_rows<T: Real>(
-    x: &[T],
-    labels: &[i64],
-    p: Temperature<'_>,
-) -> Result<TemperatureSums, Error> {
-    if let Some(w) = widened(x)? {
-        return temperature_rows(&w, labels, p);
-    }
-    let Temperature { k, beta, weight } = p;
-    let mut scratch = try_vec(k, T::ZERO)?;
-    let mut e = try_vec(k, T::ZERO)?;
-    Ok(temperature::rows(
-        x,
-        labels,
-        k,
-        beta,
-        weight,
-        &mut scratch,
-        &mut e,
-    ))
-}
-
 /// The weighted sums of the temperature objective over the rows of `x` (one label each).
 pub fn temperature_batch<T: Real>(
     x: &[T],
@@ -265,27 +236,119 @@ pub fn temperature_batch<T: Real>(
     beta: f64,
     weight: Option<&[f64]>,
 ) -> Result<TemperatureSums, Error> {
+    let s = temperature_pass(x, k, labels, beta, weight, true, false)?;
+    Ok(TemperatureSums {
+        loss: s.loss,
+        dloss_dbeta: s.slope,
+        d2loss_dbeta2: s.curvature,
+        weight: s.weight,
+    })
+}
+
+pub use kernel::PassSums;
+
+/// One pass over `(N, k)` logits at `β`: the weighted sums of the temperature objective's
+/// slope and curvature (and of the loss, with `loss`), and with `scan` what the fit must
+/// know before it starts (see [`PassSums`]; a row whose class has weight 0 counts for the
+/// scale and the value checks only). Labels must be in `[0, k)`.
+pub fn temperature_pass<T: Real>(
+    x: &[T],
+    k: usize,
+    labels: &[i64],
+    beta: f64,
+    weight: Option<&[f64]>,
+    loss: bool,
+    scan: bool,
+) -> Result<PassSums, Error> {
     let n = rows_of(x.len(), k)?;
     check_len(Some(labels), n, "labels")?;
     check_len(weight, k, "weight")?;
-    check_class_labels(labels, k)?;
     let rpc = rows_per_chunk(k);
     let jobs: Vec<_> = x
         .chunks((rpc * k).max(1))
         .zip(labels.chunks(rpc.max(1)))
+        .enumerate()
         .collect();
-    let p = Temperature { k, beta, weight };
-    let parts = map_jobs(jobs, n * k, |(x, t)| temperature_rows(x, t, p))?
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    let total =
-        |f: fn(&TemperatureSums) -> f64| ordered_sum(&parts.iter().map(f).collect::<Vec<_>>());
-    Ok(TemperatureSums {
-        loss: total(|p| p.loss),
-        dloss_dbeta: total(|p| p.dloss_dbeta),
-        d2loss_dbeta2: total(|p| p.d2loss_dbeta2),
-        weight: total(|p| p.weight),
-    })
+    let p = Temperature {
+        k,
+        beta,
+        weight,
+        loss,
+        scan,
+    };
+    let parts = map_jobs(jobs, n * k, |(c, (x, t))| {
+        if t.iter().fold(false, |a, &y| a | (y as u64 >= k as u64)) {
+            return Ok(Err(c * rpc));
+        }
+        temperature_rows(x, t, p).map(Ok)
+    })?;
+    let mut total = PassSums::default();
+    for part in parts {
+        match part? {
+            Ok(s) => total = total.join(s),
+            Err(_) => return check_class_labels(labels, k).map(|()| total),
+        }
+    }
+    Ok(total)
+}
+
+/// The parameters of a temperature pass shared by every row.
+#[derive(Clone, Copy)]
+struct Temperature<'a> {
+    k: usize,
+    beta: f64,
+    weight: Option<&'a [f64]>,
+    loss: bool,
+    scan: bool,
+}
+
+fn temperature_rows<T: Real>(
+    x: &[T],
+    labels: &[i64],
+    p: Temperature<'_>,
+) -> Result<PassSums, Error> {
+    let Temperature {
+        k,
+        beta,
+        weight,
+        loss,
+        scan,
+    } = p;
+    if (kernel::MIN_BETA..=kernel::MAX_BETA).contains(&beta) {
+        let spec = kernel::PassSpec {
+            k,
+            beta,
+            weight,
+            loss,
+            scan,
+        };
+        if let Some(xf) = T::as_f32(x) {
+            return Ok(kernel::pass_f32(xf, labels, spec));
+        }
+        if let Some(w) = widened(x)? {
+            if let Some(xf) = <T::Work as Real>::as_f32(&w) {
+                return Ok(kernel::pass_f32(xf, labels, spec));
+            }
+        }
+    }
+    if let Some(w) = widened(x)? {
+        return temperature_rows(&w, labels, p);
+    }
+    let mut scratch = try_vec(k, T::ZERO)?;
+    let mut e = try_vec(k, T::ZERO)?;
+    let s = temperature::rows(x, labels, k, beta, weight, &mut scratch, &mut e);
+    let mut out = PassSums {
+        loss: s.loss,
+        slope: s.dloss_dbeta,
+        curvature: s.d2loss_dbeta2,
+        third: f64::NAN,
+        weight: s.weight,
+        ..PassSums::default()
+    };
+    if scan {
+        out = out.join(temperature::scan_pass(x, labels, k, weight));
+    }
+    Ok(out)
 }
 
 pub use temperature::Scan;
@@ -416,6 +479,77 @@ mod tests {
             Some(3)
         );
         assert!(out.iter().all(|&v| v == 0.0));
+    }
+
+    /// The top-label bins of short float32 rows (one row per lane) against binning each
+    /// row's `top_label_row`, on ties, masked classes and ragged block tails; a NaN, `+inf`
+    /// or all `-inf` row is reported by position.
+    #[test]
+    fn top_label_bins_of_short_rows_match_each_row() {
+        let n_bins = 10usize;
+        let edges: Vec<f64> = (0..=n_bins).map(|i| i as f64 / n_bins as f64).collect();
+        for k in [2usize, 3, 10, 32] {
+            for n in [1usize, 7, 33, 70] {
+                let mut x: Vec<f32> = (0..n * k)
+                    .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 9.0)
+                    .collect();
+                for i in (0..n).step_by(5) {
+                    x[i * k..(i + 1) * k].iter_mut().for_each(|v| *v = 1.25);
+                }
+                for i in (2..n).step_by(6) {
+                    x[i * k + 1] = f32::NEG_INFINITY;
+                }
+                let labels: Vec<i64> = (0..n as i64).map(|i| (i * 3) % k as i64).collect();
+                let weight: Vec<f64> = (0..n).map(|i| (i % 4) as f64 * 0.5).collect();
+                let bins = Bins {
+                    edges: &edges,
+                    right: true,
+                };
+                let spec = CalibSpec {
+                    k,
+                    from_logits: true,
+                    bins,
+                };
+                let mut out = vec![0.0; 3 * n_bins];
+                assert_eq!(
+                    calib_top(&x, &labels, Some(&weight), spec, &mut out).unwrap(),
+                    None
+                );
+                let mut want = vec![0.0; 3 * n_bins];
+                for (i, row) in x.chunks(k).enumerate() {
+                    let (c, a) = top_label_row(row);
+                    let b = bins.index(c);
+                    want[b] += weight[i];
+                    want[n_bins + b] += weight[i] * c;
+                    want[2 * n_bins + b] += if a == labels[i] { weight[i] } else { 0.0 };
+                }
+                for (g, w) in out.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-12 * w.abs().max(1.0),
+                        "k={k} n={n}: {out:?} vs {want:?}"
+                    );
+                }
+                for bad in [f32::NAN, f32::INFINITY] {
+                    let mut y = x.clone();
+                    y[(n - 1) * k + k - 1] = bad;
+                    let mut out = vec![0.0; 3 * n_bins];
+                    assert_eq!(
+                        calib_top(&y, &labels, None, spec, &mut out).unwrap(),
+                        Some(n - 1)
+                    );
+                    assert!(out.iter().all(|&v| v == 0.0));
+                }
+                let mut y = x.clone();
+                y[(n - 1) * k..]
+                    .iter_mut()
+                    .for_each(|v| *v = f32::NEG_INFINITY);
+                let mut out = vec![0.0; 3 * n_bins];
+                assert_eq!(
+                    calib_top(&y, &labels, None, spec, &mut out).unwrap(),
+                    Some(n - 1)
+                );
+            }
+        }
     }
 
     #[test]

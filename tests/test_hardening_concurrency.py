@@ -320,7 +320,7 @@ OTHER_LONG_CALLS = {
     "softmax": (_rowwise_call("softmax"), "rowwise"),
     "log_softmax": (_rowwise_call("log_softmax"), "rowwise"),
     "logsumexp": (_rowwise_call("logsumexp"), "rowwise"),
-    "fit_temperature": (_fit_temperature_call, "temperature_objective"),
+    "fit_temperature": (_fit_temperature_call, "temperature_pass"),
     "calibration_error": (_calibration_error_call, "calib_stats"),
 }
 

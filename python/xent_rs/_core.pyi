@@ -53,6 +53,14 @@ def temperature_objective(
 ) -> Tuple[float, float, float]:
     """(Σ w·loss, Σ w·d loss/d beta, Σ w) of cross-entropy at logits·beta; with
     ``curvature`` (float64, one element) also writes Σ w·d² loss/d beta² to it."""
+def temperature_pass(
+    logits: FloatArray, k: int, labels: IndexArray, beta: float,
+    weight: Optional[WeightArray] = None, loss: bool = False, scan: bool = False,
+) -> Tuple[float, float, float, float, float, float, bool, bool, bool, bool]:
+    """One fused pass of the temperature fit at ``beta``: (Σ w·loss (with ``loss``), Σ w·l',
+    Σ w·l'', Σ w·l''' (NaN where the pass has none), Σ w, then with ``scan``: largest finite
+    |z|, some live row varying, some live label not on top, some row with NaN / +inf / only
+    -inf, some live label logit -inf). Rows whose class has weight 0 are not live."""
 def temperature_scan(
     logits: FloatArray, k: int, labels: IndexArray,
 ) -> Tuple[bool, float, bool]:

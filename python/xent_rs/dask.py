@@ -526,13 +526,11 @@ def _merge_checks(parts: List[np.ndarray]) -> np.ndarray:
 
 def _temperature_sums(logits: np.ndarray, labels: np.ndarray, weight: Optional[np.ndarray],
                       beta: float, divide_by: Optional[float]) -> np.ndarray:
-    """A block's float64 (sum of w·dloss/dbeta, sum of w·d²loss/dbeta², sum of w) at
-    ``beta``, from one pass."""
+    """A block's float64 (sum of w·dloss/dbeta, sum of w·d²loss/dbeta², of w·d³loss/dbeta³
+    (NaN where the pass has none), sum of w) at ``beta``, from one pass."""
     z, y = _temperature_rows(logits, labels, divide_by, False)
-    curvature = np.zeros(1)
-    _, slope_sum, weight_sum = _core.temperature_objective(z, z.shape[1], y, beta, weight,
-                                                           curvature)
-    return np.array([slope_sum, curvature[0], weight_sum], dtype=np.float64)
+    sums = _core.temperature_pass(z, z.shape[1], y, beta, weight)
+    return np.array(sums[1:5], dtype=np.float64)
 
 
 def _fit(z: da.Array, y: da.Array, weight: Optional[np.ndarray],
@@ -560,10 +558,10 @@ def _fit(z: da.Array, y: da.Array, weight: Optional[np.ndarray],
         # As in memory: T scales with the logits; search on z / scale, where 1/T stays in range.
         return _temperature._unscaled(_fit(z, y, weight, float(scale)), scale)
 
-    def derivatives(beta: float) -> Tuple[float, float]:
-        slope, curvature, total = reduce(_temperature_sums, _add_sums, _identity,
-                                         beta=float(beta))
-        return float(slope / total), float(curvature / total)
+    def derivatives(beta: float) -> Tuple[float, float, float]:
+        slope, curvature, third, total = reduce(_temperature_sums, _add_sums, _identity,
+                                                beta=float(beta))
+        return float(slope / total), float(curvature / total), float(third / total)
 
     return _temperature._solve(derivatives, float(scale), top)
 

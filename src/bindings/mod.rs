@@ -379,6 +379,67 @@ fn temperature_objective(
     Ok((s.loss, s.dloss_dbeta, s.weight))
 }
 
+#[allow(clippy::too_many_arguments)]
+fn temperature_pass_typed<T: Real + NpElement>(
+    py: Python<'_>,
+    logits: &Bound<'_, PyArrayDyn<T>>,
+    k: usize,
+    labels: &Bound<'_, PyArray1<i64>>,
+    beta: f64,
+    weight: Factor<'_>,
+    loss: bool,
+    scan: bool,
+) -> PyResult<calib::PassSums> {
+    let (x, t) = (
+        input(Some(logits), "logits")?,
+        input(Some(labels), "labels")?,
+    );
+    let w = input(weight.as_ref(), "weight")?;
+    let (x, t) = (
+        data(&x, "logits")?.unwrap_or(&[]),
+        data(&t, "labels")?.unwrap_or(&[]),
+    );
+    let w = data(&w, "weight")?;
+    run_detached(py, x.len(), || {
+        calib::temperature_pass(x, k, t, beta, w, loss, scan)
+    })
+}
+
+/// One fused pass of the temperature fit at `beta`: `(loss_sum, slope_sum, curvature_sum,
+/// third_sum, weight_sum, scale, varying, missed, bad, masked_label)` (`third_sum` the
+/// weighted third derivative, NaN where the pass has none); the loss only with `loss`, the
+/// last five only with `scan` (the largest finite `|z|`; whether some live row has two
+/// different unmasked logits, a labelled class without the largest logit, a labelled logit
+/// of -inf; whether some row holds NaN, +inf or nothing but -inf). A row whose class has
+/// weight 0 is not live.
+#[pyfunction]
+#[pyo3(signature = (logits, k, labels, beta, weight=None, loss=false, scan=false))]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn temperature_pass(
+    py: Python<'_>,
+    logits: Floats<'_>,
+    k: usize,
+    labels: Bound<'_, PyArray1<i64>>,
+    beta: f64,
+    weight: Factor<'_>,
+    loss: bool,
+    scan: bool,
+) -> PyResult<(f64, f64, f64, f64, f64, f64, bool, bool, bool, bool)> {
+    let s = each_float!(logits, a => temperature_pass_typed(py, &a, k, &labels, beta, weight, loss, scan))?;
+    Ok((
+        s.loss,
+        s.slope,
+        s.curvature,
+        s.third,
+        s.weight,
+        s.scale,
+        s.varying,
+        s.missed,
+        s.bad,
+        s.masked_label,
+    ))
+}
+
 fn temperature_scan_typed<T: Real + NpElement>(
     py: Python<'_>,
     logits: &Bound<'_, PyArrayDyn<T>>,
@@ -497,6 +558,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(temperature_objective, m)?)?;
     m.add_function(wrap_pyfunction!(calib_stats, m)?)?;
     m.add_function(wrap_pyfunction!(temperature_scan, m)?)?;
+    m.add_function(wrap_pyfunction!(temperature_pass, m)?)?;
     m.add_function(wrap_pyfunction!(simd_path, m)?)?;
     m.add_function(wrap_pyfunction!(simd_paths_supported, m)?)?;
     m.add_function(wrap_pyfunction!(cce_check_labels, m)?)?;

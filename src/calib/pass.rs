@@ -10,6 +10,9 @@
 use super::{Bins, CalibSpec};
 use crate::error::{try_vec, Error};
 use crate::real::{exp_sum, row_max, Real};
+use crate::simd::{
+    hard_block, hard_block_lanes, HardBlockStats, HardRows, HardTargets, HARD_BLOCK_ROWS,
+};
 
 /// Rows of 16-bit input widened at a time (a small float32 buffer that stays in cache).
 const WIDEN_ROWS: usize = 64;
@@ -38,6 +41,9 @@ pub fn block<T: Real>(
 ) -> BlockResult {
     let k = spec.k;
     let mut s = Scratch::new(k, len, what)?;
+    if what == Stats::TopLabel && spec.from_logits && hard_block_lanes::<T>(k) > 0 {
+        return Ok(top_rows(x, labels, weight, spec, &mut s.d).map(|()| s.d));
+    }
     if T::NATIVE {
         return Ok(rows(x, labels, weight, spec, what, 0, &mut s).map(|()| s.finish(spec)));
     }
@@ -185,14 +191,21 @@ fn first_equal(v: &[f64], target: f64) -> usize {
         .unwrap_or(0)
 }
 
+/// The first index of `x` equal to `target` (`x` holds it), sixteen at a time.
 #[inline(always)]
 fn first_equal_row<T: Real>(x: &[T], target: f64) -> usize {
-    x.iter().position(|v| v.to_f64() == target).unwrap_or(0)
-}
-
-#[inline(always)]
-fn has_nan<T: Real>(x: &[T]) -> bool {
-    x.iter().fold(false, |a, v| a | v.to_f64().is_nan())
+    let mut chunks = x.chunks_exact(16);
+    let mut base = 0;
+    for c in &mut chunks {
+        if c.iter().fold(false, |a, v| a | (v.to_f64() == target)) {
+            break;
+        }
+        base += 16;
+    }
+    base + x[base..]
+        .iter()
+        .position(|v| v.to_f64() == target)
+        .unwrap_or(0)
 }
 
 #[inline(always)]
@@ -228,10 +241,12 @@ fn rows_impl<T: Real>(
         if what == Stats::TopLabel {
             let (conf, arg) = if from_logits {
                 let m = row_max(row);
-                if !m.is_finite() || has_nan(row) {
+                // A NaN logit makes the sum NaN (the maximum may skip it).
+                let total = exp_sum(row, m, None).total;
+                if !m.is_finite() || total.is_nan() {
                     return Err(r0 + r);
                 }
-                (1.0 / exp_sum(row, m, None).total, first_equal_row(row, m))
+                (1.0 / total, first_equal_row(row, m))
             } else {
                 let bad = row
                     .iter()
@@ -313,6 +328,76 @@ fn rows_impl<T: Real>(
             .zip([w, w * brier, w * nll, w * hit, w * conf])
         {
             *o += v;
+        }
+    }
+    Ok(())
+}
+
+/// The top-label bins of float32 or 16-bit logits with `2 ≤ k ≤ 32`, one row per lane:
+/// the statistics of [`crate::simd::hard_block`] (the row maximum, `S − 1` and the
+/// labelled logit; its exponentials are the one-row kernels'), the confidence `1/S`, and
+/// the label is the top class when its logit is the maximum and no earlier one is. The last
+/// rows are padded to a block with copies of the first of them (left out of the sums), so a
+/// row's confidence does not depend on where a block starts.
+fn top_rows<T: Real>(
+    x: &[T],
+    labels: &[i64],
+    weight: Option<&[f64]>,
+    spec: CalibSpec<'_>,
+    d: &mut [f64],
+) -> Result<(), usize> {
+    let (k, bins) = (spec.k, spec.bins);
+    let lanes = hard_block_lanes::<T>(k);
+    let mut tg = HardTargets {
+        t: [0.0; HARD_BLOCK_ROWS],
+        b: [0.0; HARD_BLOCK_ROWS],
+    };
+    let mut st = HardBlockStats::default();
+    let mut pad: Vec<T> = Vec::new();
+    for (b, (xs, ys)) in x
+        .chunks(HARD_BLOCK_ROWS * k)
+        .zip(labels.chunks(HARD_BLOCK_ROWS))
+        .enumerate()
+    {
+        let nr = ys.len();
+        let rr = nr.div_ceil(lanes) * lanes;
+        let xb = if rr == nr {
+            xs
+        } else {
+            pad.clear();
+            pad.extend_from_slice(xs);
+            for _ in nr..rr {
+                pad.extend_from_slice(&xs[..k]);
+            }
+            &pad[..]
+        };
+        for (t, &y) in
+            tg.t.iter_mut()
+                .zip(ys.iter().chain(std::iter::repeat(&0)))
+                .take(rr)
+        {
+            *t = y as f32;
+        }
+        let rows = HardRows {
+            x: xb,
+            grad: None,
+            hess: None,
+        };
+        hard_block(rows, k, &tg, 0.0, &mut st);
+        for (i, &y) in ys.iter().enumerate() {
+            let r = b * HARD_BLOCK_ROWS + i;
+            let rest = st.rest[i];
+            if rest.is_nan() {
+                return Err(r); // NaN, +inf, or nothing but -inf
+            }
+            let w = weight.map_or(1.0, |w| w[r]);
+            if w == 0.0 {
+                continue;
+            }
+            let (m, y) = (st.m[i] as f64, y as usize);
+            let row = &xs[i * k..(i + 1) * k];
+            let hit = st.xt[i] == st.m[i] && !row[..y].iter().any(|v| v.to_f64() == m);
+            add_top(d, bins, 1.0 / (1.0 + rest), hit, w);
         }
     }
     Ok(())

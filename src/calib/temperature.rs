@@ -4,7 +4,7 @@
 //! the float32 row kernel's). Every sum keeps its association, so both compilations give
 //! the same bits.
 
-use super::TemperatureSums;
+use super::{PassSums, TemperatureSums};
 use crate::real::{exp_sum, row_max, Real};
 
 /// The weighted sums of the rows of `x` (`k` classes each, one label each) at `β`, with
@@ -203,4 +203,32 @@ fn scan_impl<T: Real>(x: &[T], labels: &[i64], k: usize) -> Scan {
         }
     }
     s
+}
+
+/// The scan part of [`PassSums`] for rows of `k` logits of any type, in f64 (labels in
+/// `[0, k)`; a row whose class has weight 0 counts for the scale and the value checks only).
+pub fn scan_pass<T: Real>(x: &[T], labels: &[i64], k: usize, weight: Option<&[f64]>) -> PassSums {
+    let mut out = PassSums::default();
+    for (row, &y) in x.chunks(k).zip(labels) {
+        let (mut top, mut low, mut nan) = (f64::NEG_INFINITY, f64::INFINITY, false);
+        for v in row.iter().map(|v| v.to_f64()) {
+            nan |= v.is_nan();
+            top = top.max(v);
+            if v > f64::NEG_INFINITY {
+                low = low.min(v);
+            }
+        }
+        if nan || top == f64::INFINITY || top == f64::NEG_INFINITY {
+            out.bad = true;
+            continue;
+        }
+        out.scale = out.scale.max(top.abs()).max(low.abs());
+        if weight.map_or(1.0, |w| w[y as usize]) != 0.0 {
+            let xy = row[y as usize].to_f64();
+            out.varying |= low != top;
+            out.missed |= xy != top;
+            out.masked_label |= xy == f64::NEG_INFINITY;
+        }
+    }
+    out
 }
