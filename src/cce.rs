@@ -797,6 +797,7 @@ fn cce_chunk<C: Real, Y: Element, O: Element>(
                     (Some(_), true) => Some(&mut tail.h[..]),
                     _ => h.as_deref_mut(),
                 },
+                loose: true,
             };
             hard_block(
                 row0,

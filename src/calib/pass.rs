@@ -378,10 +378,12 @@ fn top_rows<T: Real>(
         {
             *t = y as f32;
         }
+        // Exact sums: the streaming accumulator's confidences must equal these.
         let rows = HardRows {
             x: xb,
             grad: None,
             hess: None,
+            loose: false,
         };
         hard_block(rows, k, &tg, 0.0, &mut st);
         for (i, &y) in ys.iter().enumerate() {

@@ -96,11 +96,13 @@ impl<V: F32Vec> SumState<V> {
         let z23 = V::zero_where(tie[2], e[2]).add(V::zero_where(tie[3], e[3]));
         self.acc = V::acc_add(self.acc, z01.add(z23));
     }
-    /// `S` and `S − 1` (NaN when no lane was a tie: the maximum itself gave NaN).
+    /// `S` and `S − 1` (NaN when no lane was a tie: the maximum itself gave NaN), from this
+    /// state and `other` (a second one, for latency, or an empty one).
     #[inline(always)]
-    unsafe fn finish(self, n: usize) -> ExpSum {
-        let ties = self.ties.hsum_f32() as f64;
-        let rest = V::acc_sum(self.acc) + (ties - 1.0).max(0.0);
+    unsafe fn finish(self, other: Self, n: usize) -> ExpSum {
+        let ties = self.ties.add(other.ties).hsum_f32() as f64;
+        let sum = V::acc_sum(self.acc) + V::acc_sum(other.acc);
+        let rest = sum + (ties - 1.0).max(0.0);
         let rest = if ties == 0.0 && n > 0 { f64::NAN } else { rest };
         ExpSum {
             total: 1.0 + rest,
@@ -137,7 +139,10 @@ unsafe fn exp_sum_raw<V: F32Vec>(px: *const f32, n: usize, m: f32, ps: *mut f32)
         let neg_m = V::splat(-m);
         let lo_bound = V::splat(m + FLUSH);
         let one = V::splat(1.0);
-        let mut sum = SumState::<V>::new();
+        // Each term goes to f64 on its own (no float32 partial sums), so that this sum and
+        // the other kernels' (the short-row block, the calibration pass) agree to the last
+        // bits of f64, not of float32; two accumulators hide the latency of the f64 adds.
+        let (mut sum, mut sum1) = (SumState::<V>::new(), SumState::<V>::new());
         let full = n - n % V::LANES;
         let store = !ps.is_null();
         let mut i = 0;
@@ -154,13 +159,15 @@ unsafe fn exp_sum_raw<V: F32Vec>(px: *const f32, n: usize, m: f32, ps: *mut f32)
                     eu.store(ps.add(i + u * V::LANES));
                 }
             }
-            let ties = [e[0].eq(one), e[1].eq(one), e[2].eq(one), e[3].eq(one)];
-            sum.add4(e, ties, one);
+            sum.add(e[0], one);
+            sum1.add(e[1], one);
+            sum.add(e[2], one);
+            sum1.add(e[3], one);
             i += 4 * V::LANES;
         }
         while i < full {
             let e = exp_shifted(V::load(px.add(i)), mv, neg_m, lo_bound);
-            sum.add(e, one);
+            sum1.add(e, one);
             if store {
                 e.store(ps.add(i));
             }
@@ -174,7 +181,7 @@ unsafe fn exp_sum_raw<V: F32Vec>(px: *const f32, n: usize, m: f32, ps: *mut f32)
                 e.store_partial(ps.add(full), n - full);
             }
         }
-        sum.finish(n)
+        sum.finish(sum1, n)
     }
 }
 
@@ -232,7 +239,7 @@ unsafe fn exp_sum_loose_raw<V: F32Vec>(px: *const f32, n: usize, m: f32) -> (Exp
         }
         // The bound's own float32 sum is good to far better than the 1% margin.
         let bound = -(b.hsum_f32() as f64) * (1.01 / 16_777_216.0);
-        (sum.finish(n), bound)
+        (sum.finish(SumState::new(), n), bound)
     }
 }
 
