@@ -797,7 +797,6 @@ fn cce_chunk<C: Real, Y: Element, O: Element>(
                     (Some(_), true) => Some(&mut tail.h[..]),
                     _ => h.as_deref_mut(),
                 },
-                loose: true,
             };
             hard_block(
                 row0,

@@ -72,8 +72,6 @@ struct HardBlock<'a, E> {
     grad: Option<&'a mut [E]>,
     /// Receives the Hessian diagonal `(b + a)·p·(1 − p) + zd·p²` when given.
     hess: Option<&'a mut [E]>,
-    /// See [`HardRows::loose`].
-    loose: bool,
     /// Receives the per-row statistics.
     out: &'a mut HardBlockStats,
 }
@@ -196,7 +194,7 @@ unsafe fn exp_gap<V: F32Vec>(x: V, m: V, neg_m: V) -> V {
 /// target's logit picked where `t` is `j`, the ties with the maximum counted and the rest
 /// summed in f64.
 #[inline(always)]
-unsafe fn column_exp<V: F32Vec, const STORE: bool, const LOOSE: bool>(
+unsafe fn column_exp<V: F32Vec, const STORE: bool>(
     pc: *mut f32,
     j: usize,
     s: &mut ColumnSums<V>,
@@ -205,7 +203,7 @@ unsafe fn column_exp<V: F32Vec, const STORE: bool, const LOOSE: bool>(
     bound: &mut V,
 ) {
     let c = V::load(pc);
-    let e = if STORE || !LOOSE {
+    let e = if STORE {
         exp_gap(c, s.m, s.neg_m)
     } else {
         // Loss only: the rounding of `x − m` is left in and bounded (see `bound`).
@@ -228,7 +226,7 @@ unsafe fn column_exp<V: F32Vec, const STORE: bool, const LOOSE: bool>(
 /// The first pass over the columns of the `LANES` rows at `pq` (column stride `r`): per
 /// lane the maximum, the target's logit, the ties and the two f64 partial sums.
 #[inline(always)]
-unsafe fn first_pass<V: F32Vec, const STORE: bool, const LOOSE: bool>(
+unsafe fn first_pass<V: F32Vec, const STORE: bool>(
     pq: *mut f32,
     k: usize,
     r: usize,
@@ -253,13 +251,13 @@ unsafe fn first_pass<V: F32Vec, const STORE: bool, const LOOSE: bool>(
     let (mut b0, mut b1) = (V::splat(0.0), V::splat(0.0));
     let mut j = 0;
     while j + 2 <= k {
-        column_exp::<V, STORE, LOOSE>(pq.add(j * r), j, &mut s, &mut acc0, &mut ties0, &mut b0);
+        column_exp::<V, STORE>(pq.add(j * r), j, &mut s, &mut acc0, &mut ties0, &mut b0);
         let p1 = pq.add((j + 1) * r);
-        column_exp::<V, STORE, LOOSE>(p1, j + 1, &mut s, &mut acc1, &mut ties1, &mut b1);
+        column_exp::<V, STORE>(p1, j + 1, &mut s, &mut acc1, &mut ties1, &mut b1);
         j += 2;
     }
     if j < k {
-        column_exp::<V, STORE, LOOSE>(pq.add(j * r), j, &mut s, &mut acc0, &mut ties0, &mut b0);
+        column_exp::<V, STORE>(pq.add(j * r), j, &mut s, &mut acc0, &mut ties0, &mut b0);
     }
     s.ties = ties0.add(ties1);
     s.bound = b0.add(b1);
@@ -314,14 +312,13 @@ impl<E: LaneElem> SimdOp for HardBlock<'_, E> {
             let mut tie_n = [0.0f32; HARD_BLOCK_ROWS];
             let mut bound = [0.0f32; HARD_BLOCK_ROWS];
             let derivs = self.grad.is_some() || self.hess.is_some();
-            let loose = self.loose && !derivs;
             for q in (0..r).step_by(lanes) {
                 let pq = pc.add(q);
                 let t = V::load(self.tg.t.as_ptr().add(q));
-                let (s, acc0, acc1) = match (derivs, loose) {
-                    (true, _) => first_pass::<V, true, false>(pq, k, r, t),
-                    (false, true) => first_pass::<V, false, true>(pq, k, r, t),
-                    (false, false) => first_pass::<V, false, false>(pq, k, r, t),
+                let (s, acc0, acc1) = if derivs {
+                    first_pass::<V, true>(pq, k, r, t)
+                } else {
+                    first_pass::<V, false>(pq, k, r, t)
                 };
                 V::acc_lanes(acc0, sum0.as_mut_ptr().add(q));
                 V::acc_lanes(acc1, sum1.as_mut_ptr().add(q));
@@ -356,7 +353,7 @@ impl<E: LaneElem> SimdOp for HardBlock<'_, E> {
                 let err = -(bound[i] as f64) * 1.01;
                 let loss = (st.m[i] as f64 - st.xt[i] as f64) + st.log_s[i];
                 redo[i] =
-                    st.rest[i] < TINY_REST || (loose && err > 4.0 * loss * (1.0 + st.rest[i]));
+                    st.rest[i] < TINY_REST || (!derivs && err > 4.0 * loss * (1.0 + st.rest[i]));
                 tiny |= redo[i];
             }
             if tiny {
@@ -544,10 +541,6 @@ pub struct HardRows<'a, T> {
     pub x: &'a [T],
     pub grad: Option<&'a mut [T]>,
     pub hess: Option<&'a mut [T]>,
-    /// Without derivatives: the exponentials may leave the rounding of `x − m` in (a row
-    /// whose loss `(m − x_t) + log S` could feel it at 2^-22 is summed again exactly), so
-    /// `S` is not bit-equal to the exact kernel's.
-    pub loose: bool,
 }
 
 /// Runs one block on `isa`: per row (lane) the statistics into `out`, and the derivatives
@@ -578,7 +571,6 @@ pub fn hard_block_on<T: 'static>(
             zd,
             grad: rows.grad.map(|g| cast_mut(g).expect("same type as x")),
             hess: rows.hess.map(|h| cast_mut(h).expect("same type as x")),
-            loose: rows.loose,
             out,
         };
         super::dispatch_on(isa, block)
@@ -693,7 +685,6 @@ mod tests {
                         x: &x[..],
                         grad: Some(&mut g[..]),
                         hess: Some(&mut h[..]),
-                        loose: false,
                     };
                     hard_block_on(isa, rows, k, &tg, zd, &mut st).unwrap();
                     for i in 0..r {
@@ -758,14 +749,12 @@ mod tests {
                     x: &x[..],
                     grad: Some(&mut g16[..]),
                     hess: None,
-                    loose: false,
                 };
                 hard_block_on(isa, rows, k, &tg, 0.0, &mut s16).unwrap();
                 let rows = HardRows {
                     x: &x32[..],
                     grad: Some(&mut g32[..]),
                     hess: None,
-                    loose: false,
                 };
                 hard_block_on(isa, rows, k, &tg, 0.0, &mut s32).unwrap();
                 assert_eq!(s16.log_s, s32.log_s, "{isa:?} k={k}");
@@ -844,7 +833,6 @@ mod tests {
                             x: xb,
                             grad: grad.then_some(gb),
                             hess: None,
-                            loose: true,
                         };
                         hard_block_on(isa, rows, k, &tg, 0.0, &mut st).unwrap();
                     }
