@@ -388,9 +388,9 @@ def test_terms_below_float32_range_still_count_in_a_tiny_loss():
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_loss_only_rows_where_shifting_by_the_maximum_rounds_stay_exact(threads):
-    # The loss-only float32 kernels (rows of K > 32, and the one-row-per-lane blocks of
-    # K ≤ 32) leave the rounding of x − max in when their bound says the loss cannot feel
-    # it, and sum exactly otherwise. These rows are built so that it
+    # The loss-only float32 kernel of rows of K > 32 leaves the rounding of x − max in when
+    # its bound says the loss cannot feel it, and sums exactly otherwise; rows of K ≤ 32
+    # (one row per lane) are always summed exactly, and are checked here too. These rows are built so that it
     # can: a maximum with low bits (0.3, 10.1), the other mass far below it (|x − m| of
     # 20 to 80, where that rounding is up to 4e-6 relative per term), and the target on
     # the maximum, so the loss is the tiny non-maximal mass itself.

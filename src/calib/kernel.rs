@@ -15,7 +15,9 @@
 //! total over rows is float64. Per row the float32 rounding is about 1e-7 of the row's
 //! terms, unbiased, and averages out over the rows of a fit.
 
-use crate::simd::{dispatch, exp_nonpositive, log1p_nonnegative, F32Vec, SimdOp, FLUSH};
+use crate::simd::{
+    dispatch, exp_nonpositive, log1p_nonnegative, to_columns, F32Vec, SimdOp, FLUSH,
+};
 
 /// The most classes a row may have for the one-row-per-lane block.
 pub const BLOCK_MAX_K: usize = 32;
@@ -123,36 +125,6 @@ unsafe fn exp_step<V: F32Vec>(c: V, m: V, q: &Consts<V>) -> (V, V) {
     let u = d.fma(q.beta_lo, d.mul(q.beta_hi));
     let uc = q.flush.max_keep_nan(u);
     (V::zero_where(u.lt(q.flush), exp_nonpositive(uc)), uc)
-}
-
-/// `cols[j·r + i] = rows[i·k + j]` for `r` rows (a multiple of 8 where the path has 8 lanes
-/// or more), in 8 × 8 tiles; the last column tile overlaps the one before when 8 does not
-/// divide `k ≥ 8`.
-#[inline(always)]
-unsafe fn to_columns<V: F32Vec>(rows: *const f32, k: usize, r: usize, cols: *mut f32) {
-    if V::LANES < 8 {
-        for i in 0..r {
-            for j in 0..k {
-                *cols.add(j * r + i) = *rows.add(i * k + j);
-            }
-        }
-        return;
-    }
-    for i0 in (0..r).step_by(8) {
-        if k < 8 {
-            V::transpose8(rows.add(i0 * k), k, 8, k, cols.add(i0), r);
-            continue;
-        }
-        let mut j0 = 0;
-        loop {
-            let j = j0.min(k - 8);
-            V::transpose8(rows.add(i0 * k + j), k, 8, 8, cols.add(j * r + i0), r);
-            j0 += 8;
-            if j0 >= k {
-                break;
-            }
-        }
-    }
 }
 
 /// Per-row values summed over a chunk (weighted): `log S`, `E[u]`, `Var[u]`, the third

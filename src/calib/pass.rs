@@ -354,10 +354,6 @@ fn top_rows<T: Real>(
     };
     let mut st = HardBlockStats::default();
     let mut pad: Vec<T> = Vec::new();
-    // The block's gradient is not wanted, but asking for it selects the kernel's exact sums
-    // (without derivatives it may leave the rounding of `x − m` in), which the streaming
-    // accumulator's confidences must equal.
-    let mut unused: Vec<T> = Vec::new();
     for (b, (xs, ys)) in x
         .chunks(HARD_BLOCK_ROWS * k)
         .zip(labels.chunks(HARD_BLOCK_ROWS))
@@ -382,10 +378,9 @@ fn top_rows<T: Real>(
         {
             *t = y as f32;
         }
-        unused.resize(xb.len(), T::ZERO);
         let rows = HardRows {
             x: xb,
-            grad: Some(&mut unused[..]),
+            grad: None,
             hess: None,
         };
         hard_block(rows, k, &tg, 0.0, &mut st);

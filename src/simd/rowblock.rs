@@ -105,8 +105,12 @@ unsafe fn narrow<V: F32Vec, E: LaneElem>(src: *const f32, n: usize, p: *mut E) {
 /// Row-major `r × k` at `rows` to columns (`cols[j·r + i] = rows[i·k + j]`), in 8 × 8
 /// tiles (the last column tile overlapping the one before when 8 does not divide `k`) where
 /// the path has 8 lanes or more (then 8 divides `r`).
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; `rows` holds `r × k` floats and `cols` room for
+/// as many, not overlapping them.
 #[inline(always)]
-unsafe fn to_columns<V: F32Vec>(rows: *const f32, k: usize, r: usize, cols: *mut f32) {
+pub unsafe fn to_columns<V: F32Vec>(rows: *const f32, k: usize, r: usize, cols: *mut f32) {
     if V::LANES < 8 {
         for i in 0..r {
             for j in 0..k {
@@ -200,20 +204,9 @@ unsafe fn column_exp<V: F32Vec, const STORE: bool>(
     s: &mut ColumnSums<V>,
     acc: &mut V::F64Acc,
     ties: &mut V,
-    bound: &mut V,
 ) {
     let c = V::load(pc);
-    let e = if STORE {
-        exp_gap(c, s.m, s.neg_m)
-    } else {
-        // Loss only: the rounding of `x − m` is left in and bounded (see `bound`).
-        let d = c.sub(s.m);
-        let flush = V::splat(FLUSH);
-        let dc = flush.max_keep_nan(d);
-        let e = V::zero_where(d.lt(flush), super::exp::exp_nonpositive(dc));
-        *bound = e.fma(dc, *bound);
-        e
-    };
+    let e = exp_gap(c, s.m, s.neg_m);
     s.xt = V::select(s.t.eq(V::splat(j as f32)), c, s.xt);
     let tie = e.eq(s.one);
     *ties = ties.add(V::one_where(tie, s.one));
@@ -243,24 +236,20 @@ unsafe fn first_pass<V: F32Vec, const STORE: bool>(
         t,
         xt: mv,
         ties: V::splat(0.0),
-        bound: V::splat(0.0),
     };
     // Two accumulators of each kind hide the latency of the adds.
     let (mut acc0, mut acc1) = (V::acc_zero(), V::acc_zero());
     let (mut ties0, mut ties1) = (V::splat(0.0), V::splat(0.0));
-    let (mut b0, mut b1) = (V::splat(0.0), V::splat(0.0));
     let mut j = 0;
     while j + 2 <= k {
-        column_exp::<V, STORE>(pq.add(j * r), j, &mut s, &mut acc0, &mut ties0, &mut b0);
-        let p1 = pq.add((j + 1) * r);
-        column_exp::<V, STORE>(p1, j + 1, &mut s, &mut acc1, &mut ties1, &mut b1);
+        column_exp::<V, STORE>(pq.add(j * r), j, &mut s, &mut acc0, &mut ties0);
+        column_exp::<V, STORE>(pq.add((j + 1) * r), j + 1, &mut s, &mut acc1, &mut ties1);
         j += 2;
     }
     if j < k {
-        column_exp::<V, STORE>(pq.add(j * r), j, &mut s, &mut acc0, &mut ties0, &mut b0);
+        column_exp::<V, STORE>(pq.add(j * r), j, &mut s, &mut acc0, &mut ties0);
     }
     s.ties = ties0.add(ties1);
-    s.bound = b0.add(b1);
     (s, acc0, acc1)
 }
 
@@ -272,9 +261,6 @@ struct ColumnSums<V> {
     t: V,
     xt: V,
     ties: V,
-    /// Without `STORE`: `Σ_j e_j (x_j − m)` (≤ 0), which bounds what rounding `x_j − m`
-    /// costs the sum: at most `2^-24` of its magnitude.
-    bound: V,
 }
 
 impl<E: LaneElem> SimdOp for HardBlock<'_, E> {
@@ -310,7 +296,6 @@ impl<E: LaneElem> SimdOp for HardBlock<'_, E> {
             let one = V::splat(1.0);
             let (mut sum0, mut sum1) = ([0.0f64; HARD_BLOCK_ROWS], [0.0f64; HARD_BLOCK_ROWS]);
             let mut tie_n = [0.0f32; HARD_BLOCK_ROWS];
-            let mut bound = [0.0f32; HARD_BLOCK_ROWS];
             let derivs = self.grad.is_some() || self.hess.is_some();
             for q in (0..r).step_by(lanes) {
                 let pq = pc.add(q);
@@ -323,7 +308,6 @@ impl<E: LaneElem> SimdOp for HardBlock<'_, E> {
                 V::acc_lanes(acc0, sum0.as_mut_ptr().add(q));
                 V::acc_lanes(acc1, sum1.as_mut_ptr().add(q));
                 s.ties.store(tie_n.as_mut_ptr().add(q));
-                s.bound.store(bound.as_mut_ptr().add(q));
                 s.m.store(st.m.as_mut_ptr().add(q));
                 s.xt.store(st.xt.as_mut_ptr().add(q));
             }
@@ -337,30 +321,19 @@ impl<E: LaneElem> SimdOp for HardBlock<'_, E> {
                 };
                 st.rest[i] = rest;
                 rest32[i] = rest as f32;
+                tiny |= rest < TINY_REST;
             }
             let mut log32 = [0.0f32; HARD_BLOCK_ROWS];
             for q in (0..r).step_by(lanes) {
                 log1p_nonnegative(V::load(rest32.as_ptr().add(q))).store(log32.as_mut_ptr().add(q));
             }
-            let mut redo = [false; HARD_BLOCK_ROWS];
             for i in 0..r {
                 st.log_s[i] = log32[i] as f64;
-                // Loss only: the row is summed again exactly when the rounding of `x − m`
-                // could reach 2^-22 of its loss `(m − x_t) + log S` (the logsumexp's
-                // `log S` part for an ignored row, whose `x_t` is `m`): that rounding adds
-                // at most `2^-24·|bound|` to `S − 1`, so that over `S` to `log S`.
-                // (`err / S > loss / 2^22`, multiplied out.)
-                let err = -(bound[i] as f64) * 1.01;
-                let loss = (st.m[i] as f64 - st.xt[i] as f64) + st.log_s[i];
-                redo[i] =
-                    st.rest[i] < TINY_REST || (!derivs && err > 4.0 * loss * (1.0 + st.rest[i]));
-                tiny |= redo[i];
             }
             if tiny {
-                // Terms the float32 exponentials flush could matter, or the rounding of
-                // `x − m`: those rows in f64.
+                // Terms the float32 exponentials flush could matter: those rows in f64.
                 for i in 0..r {
-                    if !redo[i] || st.rest[i].is_nan() {
+                    if st.rest[i] >= TINY_REST || st.rest[i].is_nan() {
                         continue;
                     }
                     let m = st.m[i] as f64;
