@@ -22,7 +22,7 @@ mod x86;
 
 use std::sync::OnceLock;
 
-pub use exp::exp_nonpositive;
+pub use exp::{exp_nonpositive, exp_nonpositive_loose};
 pub use exp64::{
     exp_f64_in_place, mul_sech2_f32, refine_rounded_exps_f32, shift_capped_f32, tanh_f32_to_f64,
 };
