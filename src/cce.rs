@@ -222,7 +222,16 @@ pub fn cce_row<T: Real, Y: Element>(
         _ => derivs.store(),
     };
     let es = match store {
-        Some(store) => exp_sum(x, m, Some(store)),
+        // Derivatives need no exponential better than the cheaper kernel's; the loss's sum
+        // is checked as for the loss alone.
+        Some(store) => {
+            let (es, bound) = T::exp_sum_loose_grad(x, m, Some(store));
+            if loose_is_enough(es, bound, &tt, m) {
+                es
+            } else {
+                exp_sum(x, m, None)
+            }
+        }
         None => loss_exp_sum(x, m, &tt),
     };
     let st = RowStats {
@@ -241,8 +250,23 @@ pub fn cce_row<T: Real, Y: Element>(
 #[inline(always)]
 fn loss_exp_sum<T: Real>(x: &[T], m: f64, tt: &TargetTerms) -> ExpSum {
     let (es, bound) = T::exp_sum_loose(x, m);
-    if bound == 0.0 {
-        return es;
+    if loose_is_enough(es, bound, tt, m) {
+        es
+    } else {
+        exp_sum(x, m, None)
+    }
+}
+
+/// Whether a sum from the cheaper kernel, with `bound` on the error it adds to `S − 1`, is
+/// within `2^-22` of the row's loss (see [`loss_exp_sum`]): of its cross-entropy term, and
+/// of `lse` and the z-loss `z·lse²` (an error `δ` in `log S` is `2δ/|lse|` of that term, and
+/// `lse` may be near 0, as for log-probabilities passed as logits). The test is the same
+/// whatever the call asks for, so a row's results do not depend on which other outputs are
+/// requested. NaN rows (bound NaN) keep their NaN.
+#[inline(always)]
+fn loose_is_enough(es: ExpSum, bound: f64, tt: &TargetTerms, m: f64) -> bool {
+    if bound == 0.0 || bound.is_nan() {
+        return true;
     }
     let log_s = es.log_sum();
     let scale = if tt.mass > 0.0 {
@@ -250,12 +274,12 @@ fn loss_exp_sum<T: Real>(x: &[T], m: f64, tt: &TargetTerms) -> ExpSum {
     } else {
         log_s
     };
-    // NaN rows (bound NaN) keep their NaN.
-    if bound / es.total > scale * (1.0 / 4_194_304.0) {
-        exp_sum(x, m, None)
-    } else {
-        es
-    }
+    let err = bound / es.total; // bounds the error of log S from rounding x − m
+    let tol = 1.0 / 4_194_304.0;
+    // The terms' own error (below 2^-22 relative each) adds at most `2^-22·(S − 1)/S` to
+    // that: below `2^-22·log S` for the loss, not for `lse` near 0.
+    let own = tol * es.rest / es.total;
+    err <= scale * tol && 2.0 * (err + own) <= (m + log_s).abs() * tol
 }
 
 /// [`cce_row`] for a row whose logits are in the gradient buffer, with no second copy: the
@@ -269,10 +293,19 @@ fn cce_row_in_place<T: Real, Y: Element>(
 ) -> RowResult {
     let m = row_max(grad);
     let tt = target_terms(grad, m, target, spec);
-    let es = loss_exp_sum(grad, m, &tt);
-    if !matches!(target, RowTarget::Ignored) {
-        T::exp_sum_in_place(grad, m);
-    }
+    // The sums and exponentials of [`cce_row`] with a separate gradient, bit for bit.
+    let es = if matches!(target, RowTarget::Ignored) {
+        loss_exp_sum(grad, m, &tt)
+    } else {
+        let (es, bound) = T::exp_sum_loose_grad(grad, m, None);
+        let es = if loose_is_enough(es, bound, &tt, m) {
+            es
+        } else {
+            exp_sum(grad, m, None)
+        };
+        T::exp_loose_in_place(grad, m);
+        es
+    };
     let st = RowStats {
         m,
         es,

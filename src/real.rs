@@ -54,6 +54,16 @@ pub trait Real: Element {
     fn exp_sum_loose(x: &[Self], m: f64) -> (ExpSum, f64) {
         (Self::exp_sum(x, m, None), 0.0)
     }
+    /// [`Real::exp_sum_loose`] for a gradient's row, writing the exponentials to `store`
+    /// when given (the cheaper kernel's are a few `1e-7`, at most `6e-6`, relative, and
+    /// those that underflow exactly 0; exact here). The sum does not depend on `store`.
+    fn exp_sum_loose_grad(x: &[Self], m: f64, store: Option<&mut [Self]>) -> (ExpSum, f64) {
+        (Self::exp_sum(x, m, store), 0.0)
+    }
+    /// Overwrites the row with the exponentials [`Real::exp_sum_loose_grad`] stores.
+    fn exp_loose_in_place(v: &mut [Self], m: f64) {
+        Self::exp_sum_in_place(v, m);
+    }
     /// Overwrites the row with its exponentials `exp(v_j − m)` and returns their sum as
     /// [`exp_sum`] would (exact in f64 here; float32 re-sums what it stored).
     fn exp_sum_in_place(v: &mut [Self], m: f64) -> ExpSum {
@@ -106,6 +116,14 @@ impl Real for f32 {
     #[inline]
     fn exp_sum_loose(x: &[f32], m: f64) -> (ExpSum, f64) {
         crate::simd::exp_sum_loose_f32(x, m as f32)
+    }
+    #[inline]
+    fn exp_sum_loose_grad(x: &[f32], m: f64, store: Option<&mut [f32]>) -> (ExpSum, f64) {
+        crate::simd::exp_sum_loose_grad_f32(x, m as f32, store)
+    }
+    #[inline]
+    fn exp_loose_in_place(v: &mut [f32], m: f64) {
+        crate::simd::exp_loose_in_place_f32(v, m as f32)
     }
     #[inline]
     fn exp_sum_in_place(v: &mut [f32], m: f64) -> ExpSum {

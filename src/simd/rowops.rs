@@ -192,20 +192,36 @@ unsafe fn exp_sum_raw<V: F32Vec>(px: *const f32, n: usize, m: f32, ps: *mut f32)
 /// `2^-126`). Returns the sum and that bound on the absolute error it adds to `S − 1`,
 /// `1.01·(2^-24 + 5.5e-9)·Σ_j e_j |x_j − m| + n·2^-126`.
 ///
+/// With `ZERO`, the terms below `FLUSH` are exactly 0 (the sum of a gradient's
+/// exponentials); with `STORE` (which needs `ZERO`) the exponentials are also written to
+/// `ps` (which may be `px`: each vector is read before it is written), so a masked class
+/// keeps a zero gradient.
+///
 /// # Safety
-/// As for [`exp_sum_raw`], with `px` valid for `n` floats.
+/// As for [`exp_sum_raw`], with `px` valid for `n` floats (and `ps`, with `STORE`).
 #[inline(always)]
-unsafe fn exp_sum_loose_raw<V: F32Vec>(px: *const f32, n: usize, m: f32) -> (ExpSum, f64) {
-    /// `(e, e·(x − m), tie)` of one vector.
+unsafe fn exp_sum_loose_raw<V: F32Vec, const STORE: bool, const ZERO: bool>(
+    px: *const f32,
+    n: usize,
+    m: f32,
+    ps: *mut f32,
+) -> (ExpSum, f64) {
+    /// `(e, x − m clamped to FLUSH)` of one vector.
     #[inline(always)]
-    unsafe fn one_vec<V: F32Vec>(v: V, mv: V, flush: V) -> (V, V) {
+    unsafe fn one_vec<V: F32Vec, const ZERO: bool>(v: V, mv: V, flush: V) -> (V, V) {
         // `v − m` of `−inf` is `−inf` (no inf − inf: m is finite or the row is NaN anyway);
         // it and everything below FLUSH is clamped for `exp`, which makes its term
-        // `exp(FLUSH) = 2^-126` instead of a smaller one (bounded below, not zeroed). A NaN
-        // row has a NaN maximum: no lane is a tie, so its sum is NaN whatever `exp` gives.
+        // `exp(FLUSH) = 2^-126` instead of a smaller one (bounded below, not zeroed, unless
+        // stored). A NaN row has a NaN maximum: no lane is a tie, so its sum is NaN whatever
+        // `exp` gives.
         let s = v.sub(mv);
         let sc = flush.max_keep_nan(s);
-        (exp_nonpositive_loose(sc), sc)
+        let e = exp_nonpositive_loose(sc);
+        if ZERO {
+            (V::zero_where(s.lt(flush), e), sc)
+        } else {
+            (e, sc)
+        }
     }
     // SAFETY: loads read `LANES` elements at `i < full`, inside the `n` at `px`; the tail is
     // read masked.
@@ -221,10 +237,16 @@ unsafe fn exp_sum_loose_raw<V: F32Vec>(px: *const f32, n: usize, m: f32) -> (Exp
         let mut i = 0;
         while i + 4 * V::LANES <= full {
             prefetch_next_row(px, n, i, 4 * V::LANES);
-            let (e0, s0) = one_vec(V::load(px.add(i)), mv, flush);
-            let (e1, s1) = one_vec(V::load(px.add(i + V::LANES)), mv, flush);
-            let (e2, s2) = one_vec(V::load(px.add(i + 2 * V::LANES)), mv, flush);
-            let (e3, s3) = one_vec(V::load(px.add(i + 3 * V::LANES)), mv, flush);
+            let (e0, s0) = one_vec::<V, ZERO>(V::load(px.add(i)), mv, flush);
+            let (e1, s1) = one_vec::<V, ZERO>(V::load(px.add(i + V::LANES)), mv, flush);
+            let (e2, s2) = one_vec::<V, ZERO>(V::load(px.add(i + 2 * V::LANES)), mv, flush);
+            let (e3, s3) = one_vec::<V, ZERO>(V::load(px.add(i + 3 * V::LANES)), mv, flush);
+            if STORE {
+                e0.store(ps.add(i));
+                e1.store(ps.add(i + V::LANES));
+                e2.store(ps.add(i + 2 * V::LANES));
+                e3.store(ps.add(i + 3 * V::LANES));
+            }
             // One dependent FMA per vector: four per iteration, far below its length.
             b = e3.fma(s3, e2.fma(s2, e1.fma(s1, e0.fma(s0, b))));
             // The maximum's lanes (`x − m = 0`, at least one per row) are rare: one test
@@ -244,10 +266,17 @@ unsafe fn exp_sum_loose_raw<V: F32Vec>(px: *const f32, n: usize, m: f32) -> (Exp
             } else {
                 V::load_partial(px.add(full), n - full, f32::NEG_INFINITY)
             };
-            let (e, sc) = one_vec(v, mv, flush);
+            let (e, sc) = one_vec::<V, ZERO>(v, mv, flush);
             let tie = sc.eq(zero);
             // (The padding of a partial vector is `-inf`: its lanes are zeroed here.)
             let e = V::zero_where(v.lt(lo_pad), e);
+            if STORE {
+                if i < full {
+                    e.store(ps.add(i));
+                } else {
+                    e.store_partial(ps.add(full), n - full);
+                }
+            }
             b = e.fma(sc, b);
             let e = sum.untie(e, tie, one);
             sum.acc = V::acc_add(sum.acc, e);
@@ -385,6 +414,7 @@ impl SimdOp for ExpSumOp<'_> {
     }
 }
 
+/// The loss's sum (each operation its own `#[target_feature]` function).
 struct ExpSumLoose<'a> {
     x: &'a [f32],
     m: f32,
@@ -393,9 +423,58 @@ impl SimdOp for ExpSumLoose<'_> {
     type Output = (ExpSum, f64);
     #[inline(always)]
     unsafe fn eval<V: F32Vec>(self) -> (ExpSum, f64) {
-        // SAFETY: `eval`'s contract gives the instruction set; the pointer and length come
-        // from one slice.
-        unsafe { exp_sum_loose_raw::<V>(self.x.as_ptr(), self.x.len(), self.m) }
+        let (x, null) = (self.x, std::ptr::null_mut());
+        // SAFETY: `eval`'s contract gives the instruction set; pointer and length come from
+        // one slice.
+        unsafe { exp_sum_loose_raw::<V, false, false>(x.as_ptr(), x.len(), self.m, null) }
+    }
+}
+
+/// A gradient's sum (flushed terms exactly 0), its exponentials stored when asked.
+struct ExpSumLooseGrad<'a> {
+    x: &'a [f32],
+    m: f32,
+    store: Option<&'a mut [f32]>,
+}
+impl SimdOp for ExpSumLooseGrad<'_> {
+    type Output = (ExpSum, f64);
+    #[inline(always)]
+    unsafe fn eval<V: F32Vec>(self) -> (ExpSum, f64) {
+        let (x, m) = (self.x, self.m);
+        // SAFETY: `eval`'s contract gives the instruction set; the pointers and lengths come
+        // from slices of `n` floats (a store is a distinct `&mut`, so it cannot overlap).
+        unsafe {
+            match self.store {
+                None => exp_sum_loose_raw::<V, false, true>(
+                    x.as_ptr(),
+                    x.len(),
+                    m,
+                    std::ptr::null_mut(),
+                ),
+                Some(s) => {
+                    assert_eq!(s.len(), x.len());
+                    exp_sum_loose_raw::<V, true, true>(x.as_ptr(), x.len(), m, s.as_mut_ptr())
+                }
+            }
+        }
+    }
+}
+
+/// A gradient's exponentials written over its logits.
+struct ExpLooseInPlace<'a> {
+    v: &'a mut [f32],
+    m: f32,
+}
+impl SimdOp for ExpLooseInPlace<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn eval<V: F32Vec>(self) {
+        let (p, n) = (self.v.as_mut_ptr(), self.v.len());
+        // SAFETY: `eval`'s contract gives the instruction set; one slice of `n` floats, read
+        // and written in place (the kernel reads each vector before writing it).
+        unsafe {
+            exp_sum_loose_raw::<V, true, true>(p, n, self.m, p);
+        }
     }
 }
 
@@ -465,16 +544,45 @@ pub fn exp_sum_f32(x: &[f32], m: f32, store: Option<&mut [f32]>) -> ExpSum {
 /// to compare with the accuracy it needs, and to call [`exp_sum_f32`] when it is not met.
 #[inline]
 pub fn exp_sum_loose_f32(x: &[f32], m: f32) -> (ExpSum, f64) {
-    let (es, bound) = dispatch(ExpSumLoose { x, m });
+    refine_loose(x, m, dispatch(ExpSumLoose { x, m }))
+}
+
+/// [`exp_sum_loose_f32`] for a gradient: the terms below `FLUSH` are exactly 0, and with
+/// `store` the exponentials are written there, each within `2^-22 + 6.5e-8·|x_j − m|`
+/// relative (at most 6e-6, for the smallest terms). With and without `store` the sum is
+/// the same, bit for bit.
+#[inline]
+pub fn exp_sum_loose_grad_f32(x: &[f32], m: f32, store: Option<&mut [f32]>) -> (ExpSum, f64) {
+    refine_loose(x, m, dispatch(ExpSumLooseGrad { x, m, store }))
+}
+
+/// Overwrites the row with the exponentials [`exp_sum_loose_grad_f32`] would store.
+#[inline]
+pub fn exp_loose_in_place_f32(v: &mut [f32], m: f32) {
+    dispatch(ExpLooseInPlace { v, m });
+}
+
+/// The loose sum, or for a row whose `S − 1` is tiny, the exact f64 sum (bound 0).
+#[inline(always)]
+fn refine_loose(x: &[f32], m: f32, (es, bound): (ExpSum, f64)) -> (ExpSum, f64) {
     if es.rest < TINY_REST {
         return (exp_sum_scalar::<_, f32>(x, m as f64, None), 0.0);
     }
     (es, bound)
 }
 
-/// [`exp_sum_loose_f32`] on an explicit path (its raw kernel, without the refinement).
-pub fn exp_sum_loose_f32_on(isa: Isa, x: &[f32], m: f32) -> Option<(ExpSum, f64)> {
-    dispatch_on(isa, ExpSumLoose { x, m })
+/// [`exp_sum_loose_f32`] (or, with `store`, [`exp_sum_loose_grad_f32`]) on an explicit
+/// path (its raw kernel, without the refinement).
+pub fn exp_sum_loose_f32_on(
+    isa: Isa,
+    x: &[f32],
+    m: f32,
+    store: Option<&mut [f32]>,
+) -> Option<(ExpSum, f64)> {
+    match store {
+        None => dispatch_on(isa, ExpSumLoose { x, m }),
+        store => dispatch_on(isa, ExpSumLooseGrad { x, m, store }),
+    }
 }
 
 /// [`exp_sum_f32`] overwriting the row with its exponentials (no second buffer).
@@ -639,7 +747,7 @@ mod tests {
         for isa in supported() {
             for x in &all {
                 let m = row_max_f32_on(isa, x).unwrap();
-                let (got, bound) = exp_sum_loose_f32_on(isa, x, m).unwrap();
+                let (got, bound) = exp_sum_loose_f32_on(isa, x, m, None).unwrap();
                 let want = exp_sum_scalar::<_, f32>(x, m as f64, None);
                 if want.rest.is_nan() {
                     assert!(got.rest.is_nan(), "{isa:?} {x:?}");
@@ -665,6 +773,23 @@ mod tests {
                     (got.rest - want.rest).abs() <= tol,
                     "{isa:?} {x:?}: {got:?} {want:?} {bound}"
                 );
+                // Storing: no larger error, each stored term within its stated bound, and
+                // the terms below FLUSH exactly 0.
+                let mut e = vec![f32::NAN; x.len()];
+                let (st, sb) = exp_sum_loose_f32_on(isa, x, m, Some(&mut e)).unwrap();
+                assert!(
+                    sb <= bound && (st.rest - want.rest).abs() <= tol,
+                    "{isa:?} {x:?}"
+                );
+                for (&v, &ej) in x.iter().zip(&e) {
+                    let d = v as f64 - m as f64;
+                    if d < FLUSH as f64 {
+                        assert_eq!(ej, 0.0, "{isa:?} {v}");
+                    } else {
+                        let rel = (ej as f64 / d.exp() - 1.0).abs();
+                        assert!(rel <= 2.4e-7 + 6.5e-8 * d.abs(), "{isa:?} {v} {rel}");
+                    }
+                }
             }
         }
     }
@@ -681,8 +806,11 @@ mod tests {
                 let m = row_max_f32_on(isa, &x).unwrap();
                 let got = exp_sum_f32_on(isa, &x, m, None).unwrap();
                 assert!(got.rest.is_nan(), "{isa:?} {x:?}");
-                let (loose, _) = exp_sum_loose_f32_on(isa, &x, m).unwrap();
+                let (loose, _) = exp_sum_loose_f32_on(isa, &x, m, None).unwrap();
                 assert!(loose.rest.is_nan(), "{isa:?} {x:?}");
+                let mut e = vec![0.0f32; x.len()];
+                let (stored, _) = exp_sum_loose_f32_on(isa, &x, m, Some(&mut e)).unwrap();
+                assert!(stored.rest.is_nan(), "{isa:?} {x:?}");
             }
         }
     }
