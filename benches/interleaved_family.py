@@ -5,7 +5,7 @@ Speed table. Interleaving keeps the ratios honest on a shared, loaded machine, w
 pytest-benchmark's groups run minutes apart.
 
 Run: ``PYTHONPATH=python .venv/bin/python benches/interleaved_family.py`` (options:
-``--which softcap,energy,bce,sigmoid_focal``, ``--shapes 100000x1000,8192x32000``,
+``--which softcap,energy,bce,sigmoid_focal`` (also ``focal``, ``poly1``, ``gce``), ``--shapes 100000x1000,8192x32000``,
 ``--scale 1`` for the logits' standard deviation, ``--reps 3``). To compare two builds,
 run it once with each on ``PYTHONPATH``, back to back.
 """
@@ -56,6 +56,12 @@ def main():
             if name == "sigmoid_focal":
                 return xr.sigmoid_focal_loss(x, y, reduction="mean", return_grad=True,
                                              out=out)
+            if name == "focal":
+                return xr.focal_loss(x, t, gamma=2.0, return_grad=True, out=out)
+            if name == "poly1":
+                return xr.poly1_cross_entropy(x, t, epsilon=1.0, return_grad=True, out=out)
+            if name == "gce":
+                return xr.generalized_cross_entropy(x, t, q=0.7, return_grad=True, out=out)
             raise ValueError(name)
 
         names = ["plain"] + which

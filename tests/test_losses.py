@@ -409,6 +409,25 @@ def test_energy_margin_matches_reference(rng, dtype, temperature, k):
     check(g_out, w_out, dtype)
 
 
+@pytest.mark.parametrize("k", [100, 1000])
+def test_energy_margin_rows_near_their_margin_keep_float32_precision(rng, k):
+    """Every row's energy 0.5 above ``m_in`` (and below ``m_out``), with logits of size 500:
+    the loss ``0.25`` per row carries twice the error of ``log S`` over 0.5, so the float32
+    sum must be good to far better than ``log S`` needs; the mean and the gradient still
+    meet the reference."""
+    x = rng.standard_normal((400, k)) * 3
+    lse = np.logaddexp.reduce(x, axis=1, keepdims=True)
+    x = (x - lse + 500.0).astype(np.float32)         # energy -500: logits of ulp 3e-5
+    e = -np.logaddexp.reduce(x.astype(np.float64), axis=1)
+    m = float(e.mean())
+    fast = xr.energy_margin_loss(x, x, m_in=m - 0.5, m_out=m + 0.5, return_grad=True)
+    slow = ref.energy_margin_loss(x.astype(np.float64), x.astype(np.float64), m_in=m - 0.5,
+                                  m_out=m + 0.5, return_grad=True)
+    assert abs(float(fast[0]) / slow[0] - 1) < 1e-6
+    for g, rg in zip(fast[1:], slow[1:]):
+        assert_close(g, rg, np.float32)
+
+
 def test_energy_margin_closed_form_and_finite_differences(rng):
     # E = −T log(K e^{c/T}) = −c − T log K for a constant row c.
     x_in = np.full((1, 4), 2.0)
