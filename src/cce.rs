@@ -265,21 +265,13 @@ fn loss_exp_sum<T: Real>(x: &[T], m: f64, tt: &TargetTerms) -> ExpSum {
 /// requested. NaN rows (bound NaN) keep their NaN.
 #[inline(always)]
 fn loose_is_enough(es: ExpSum, bound: f64, tt: &TargetTerms, m: f64) -> bool {
-    if bound == 0.0 || bound.is_nan() {
-        return true;
-    }
     let log_s = es.log_sum();
     let scale = if tt.mass > 0.0 {
         log_s + tt.gap / tt.mass
     } else {
         log_s
     };
-    let err = bound / es.total; // bounds the error of log S from rounding x − m
-    let tol = 1.0 / 4_194_304.0;
-    // The terms' own error (below 2^-22 relative each) adds at most `2^-22·(S − 1)/S` to
-    // that: below `2^-22·log S` for the loss, not for `lse` near 0.
-    let own = tol * es.rest / es.total;
-    err <= scale * tol && 2.0 * (err + own) <= (m + log_s).abs() * tol
+    es.loose_is_enough(bound, scale, Some(m + log_s))
 }
 
 /// [`cce_row`] for a row whose logits are in the gradient buffer, with no second copy: the

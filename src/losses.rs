@@ -52,6 +52,20 @@ pub enum Family {
 }
 
 impl Family {
+    /// By how much this loss can multiply a relative error in `S` (in `L` and in `1 − p`),
+    /// where the cheaper bounded kernel may serve its gradient rows: `1 + γ` for the focal
+    /// loss with `γ ≤ 2` (`(1 − p)^γ`), 1 for poly-1 with `ε ≥ 0` and for GCE; `None`
+    /// (exact sums) for larger `γ` and for a negative `ε` (`L + ε(1 − p)` cancels).
+    #[inline(always)]
+    fn loose_weight(self) -> Option<f64> {
+        match self {
+            Family::Focal { gamma } if gamma <= 2.0 => Some(1.0 + gamma),
+            Family::Poly1 { epsilon } if epsilon >= 0.0 => Some(1.0),
+            Family::Gce { .. } => Some(1.0),
+            _ => None,
+        }
+    }
+
     /// `(g(p), h(p))` of a class from `p`, `u = 1 − p` and `L = −log p` (all exact).
     #[inline(always)]
     fn terms(self, p: f64, u: f64, l: f64) -> (f64, f64) {
@@ -160,13 +174,26 @@ fn family_row<C: Real, Y: Element>(
     }
     let m = row_max(x);
     let mut g = grad;
-    let es = exp_sum(x, m, g.as_deref_mut());
+    let d = x[t].to_f64() - m;
+    let es = match (g.as_deref_mut(), spec.family.loose_weight()) {
+        // The gradient's exponentials from the cheaper kernel, its sum checked as in
+        // `cross_entropy` against the row's cross-entropy `log S − d`, the bound scaled by
+        // what the loss does to a relative error.
+        (Some(store), Some(w)) => {
+            let (es, bound) = C::exp_sum_loose_grad(x, m, Some(store));
+            if es.loose_is_enough(bound * w, es.log_sum() - d, None) {
+                es
+            } else {
+                exp_sum(x, m, None)
+            }
+        }
+        (store, _) => exp_sum(x, m, store),
+    };
     let st = RowStats {
         m,
         es,
         log_s: es.log_sum(),
     };
-    let d = x[t].to_f64() - m;
     let (p, u) = p_and_u(d.exp(), es);
     let l = -d + st.log_s;
     let (value, h) = spec.family.terms(p, u, l);
@@ -463,15 +490,28 @@ impl RowKernel for EnergySpec {
         let t = self.temperature;
         let m = row_max(x);
         let mut g = grad;
-        let es = if t == 1.0 {
-            exp_sum(x, m, g.as_deref_mut())
-        } else {
-            scaled_exp_sum(x, m, t, g.as_deref_mut())
+        let gap_of = |es: ExpSum| {
+            let energy = -m - t * es.log_sum();
+            match self.side {
+                Side::In => energy - self.margin,
+                Side::Out => self.margin - energy,
+            }
         };
-        let energy = -m - t * es.log_sum();
-        let gap = match self.side {
-            Side::In => energy - self.margin,
-            Side::Out => self.margin - energy,
+        let (es, gap) = if t == 1.0 {
+            // The cheaper kernel's sum (and exponentials, for the gradient), kept where the
+            // error it can leave in `log S` is small next to `|gap|` (rows near their margin
+            // are summed again exactly).
+            let (es, bound) = C::exp_sum_loose_grad(x, m, g.as_deref_mut());
+            let gap = gap_of(es);
+            if loose_gap_is_enough(es, bound, gap) {
+                (es, gap)
+            } else {
+                let es = exp_sum(x, m, None);
+                (es, gap_of(es))
+            }
+        } else {
+            let es = scaled_exp_sum(x, m, t, g.as_deref_mut());
+            (es, gap_of(es))
         };
         let v = if gap > 0.0 { gap } else { 0.0 };
         let v = if gap.is_nan() { gap } else { v };
@@ -491,6 +531,24 @@ impl RowKernel for EnergySpec {
             }
         }
         v * v
+    }
+}
+
+/// Whether a sum from the cheaper kernel, with `bound` on what rounding `x − m` adds to
+/// `S − 1`, is good enough for an energy-margin row: the error of `log S` (that bound's
+/// share, and the terms' own, at most 1.6e-7 relative each) is an error in the gap. A
+/// positive gap's loss `gap²` must stay within `2^-21` relative (twice the error within
+/// `2^-21·gap`); a negative gap only needs its sign (the loss and gradient are then 0).
+#[inline(always)]
+fn loose_gap_is_enough(es: ExpSum, bound: f64, gap: f64) -> bool {
+    if bound.is_nan() || es.total.is_nan() {
+        return true; // a NaN row stays NaN
+    }
+    let err = (bound + 1.6e-7 * es.rest) / es.total;
+    if gap > 0.0 {
+        2.0 * err <= gap * (1.0 / 2_097_152.0)
+    } else {
+        2.0 * err < -gap
     }
 }
 

@@ -38,6 +38,24 @@ impl ExpSum {
             self.rest.ln_1p()
         }
     }
+
+    /// Whether a sum from the cheaper kernel, with `bound` on the error it adds to `S − 1`,
+    /// keeps the error of `log S` within `2^-22` of `scale` (a loss that is at least `log S`)
+    /// and, when given, twice it (with the terms' own error) within `2^-22` of `|lse|` (see
+    /// `cce::loose_is_enough`).
+    #[inline(always)]
+    pub fn loose_is_enough(&self, bound: f64, scale: f64, lse: Option<f64>) -> bool {
+        let es = self;
+        if bound == 0.0 || bound.is_nan() {
+            return true;
+        }
+        let err = bound / es.total; // bounds the error of log S from rounding x − m
+        let tol = 1.0 / 4_194_304.0;
+        // The terms' own error (below 2^-22 relative each) adds at most `2^-22·(S − 1)/S` to
+        // that: below `2^-22·log S` for the loss, not for `lse` near 0.
+        let own = tol * es.rest / es.total;
+        err <= scale * tol && lse.is_none_or(|lse| 2.0 * (err + own) <= lse.abs() * tol)
+    }
 }
 
 /// A row's statistics before its target is looked at.
