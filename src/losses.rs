@@ -535,16 +535,16 @@ impl RowKernel for EnergySpec {
 }
 
 /// Whether a sum from the cheaper kernel, with `bound` on what rounding `x − m` adds to
-/// `S − 1`, is good enough for an energy-margin row: the error of `log S` (that bound's
-/// share, and the terms' own, at most 1.6e-7 relative each) is an error in the gap. A
-/// positive gap's loss `gap²` must stay within `2^-21` relative (twice the error within
-/// `2^-21·gap`); a negative gap only needs its sign (the loss and gradient are then 0).
+/// `S − 1`, is good enough for an energy-margin row: the error of `log S`
+/// ([`ExpSum::loose_log_error`]) is an error in the gap. A positive gap's loss `gap²` must
+/// stay within `2^-21` relative (twice the error within `2^-21·gap`); a negative gap only
+/// needs its sign (the loss and gradient are then 0).
 #[inline(always)]
 fn loose_gap_is_enough(es: ExpSum, bound: f64, gap: f64) -> bool {
     if bound.is_nan() || es.total.is_nan() {
         return true; // a NaN row stays NaN
     }
-    let err = (bound + 1.6e-7 * es.rest) / es.total;
+    let err = es.loose_log_error(bound);
     if gap > 0.0 {
         2.0 * err <= gap * (1.0 / 2_097_152.0)
     } else {

@@ -27,6 +27,10 @@ pub struct ExpSum {
     pub rest: f64,
 }
 
+/// The relative error of each term of the cheaper float32 exponential kernel beyond what its
+/// bound covers (`simd::exp_nonpositive_loose`'s test holds it).
+pub const LOOSE_TERM_REL: f64 = 1.6e-7;
+
 impl ExpSum {
     /// `log S`: `log1p(rest)` where `rest` is small; `ln(S)` (cheaper, and within 5e-16
     /// relative of it: rounding `1 + rest` costs `2^-53 / rest`) once `rest > 0.25`.
@@ -39,22 +43,27 @@ impl ExpSum {
         }
     }
 
+    /// A bound on the error of `log S` in a sum from the cheaper kernel, with `bound` on
+    /// what rounding `x_j − m` adds to `S − 1`: that bound's share plus the terms' own error
+    /// (each within [`LOOSE_TERM_REL`]), over `S`.
+    #[inline(always)]
+    pub fn loose_log_error(&self, bound: f64) -> f64 {
+        (bound + LOOSE_TERM_REL * self.rest) / self.total
+    }
+
     /// Whether a sum from the cheaper kernel, with `bound` on the error it adds to `S − 1`,
-    /// keeps the error of `log S` within `2^-22` of `scale` (a loss that is at least `log S`)
-    /// and, when given, twice it (with the terms' own error) within `2^-22` of `|lse|` (see
-    /// `cce::loose_is_enough`).
+    /// keeps the error of `log S` from that rounding within `2^-22` of `scale` (a loss that
+    /// is at least `log S`: the terms' own error is below `LOOSE_TERM_REL·log S` anyway)
+    /// and, when given, twice [`ExpSum::loose_log_error`] within `2^-22` of `|lse|` (see
+    /// `cce::loose_is_enough`). NaN sums (bound NaN) pass: they stay NaN.
     #[inline(always)]
     pub fn loose_is_enough(&self, bound: f64, scale: f64, lse: Option<f64>) -> bool {
-        let es = self;
         if bound == 0.0 || bound.is_nan() {
             return true;
         }
-        let err = bound / es.total; // bounds the error of log S from rounding x − m
         let tol = 1.0 / 4_194_304.0;
-        // The terms' own error (below 2^-22 relative each) adds at most `2^-22·(S − 1)/S` to
-        // that: below `2^-22·log S` for the loss, not for `lse` near 0.
-        let own = tol * es.rest / es.total;
-        err <= scale * tol && lse.is_none_or(|lse| 2.0 * (err + own) <= lse.abs() * tol)
+        bound / self.total <= scale * tol
+            && lse.is_none_or(|lse| 2.0 * self.loose_log_error(bound) <= lse.abs() * tol)
     }
 }
 

@@ -211,8 +211,8 @@ unsafe fn exp_sum_loose_raw<V: F32Vec, const STORE: bool, const ZERO: bool>(
     unsafe fn one_vec<V: F32Vec, const ZERO: bool>(v: V, mv: V, flush: V) -> (V, V) {
         // `v − m` of `−inf` is `−inf` (no inf − inf: m is finite or the row is NaN anyway);
         // it and everything below FLUSH is clamped for `exp`, which makes its term
-        // `exp(FLUSH) = 2^-126` instead of a smaller one (bounded below, not zeroed, unless
-        // stored). A NaN row has a NaN maximum: no lane is a tie, so its sum is NaN whatever
+        // `exp(FLUSH) = 2^-126` instead of a smaller one (counted in the bound; with `ZERO`,
+        // zeroed). A NaN row has a NaN maximum: no lane is a tie, so its sum is NaN whatever
         // `exp` gives.
         let s = v.sub(mv);
         let sc = flush.max_keep_nan(s);
