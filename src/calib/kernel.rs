@@ -112,6 +112,7 @@ struct Consts<V> {
     inf: V,
     zero: V,
     one: V,
+    half: V,
 }
 
 /// The per-element step: `e = exp(u)`, `u = β·(c − m)`, of one vector of logits `c`
@@ -193,6 +194,7 @@ impl<const LOSS: bool, const SCAN: bool> SimdOp for Pass<'_, LOSS, SCAN> {
             inf: V::splat(f32::INFINITY),
             zero: V::splat(0.0),
             one: V::splat(1.0),
+            half: V::splat(0.5),
         };
         let mut acc = Acc::<V> {
             v: [V::acc_zero(); 5],
@@ -332,7 +334,18 @@ impl<const LOSS: bool, const SCAN: bool> Pass<'_, LOSS, SCAN> {
             } else {
                 q.zero
             };
-            if SCAN {
+            let whole = count == lanes && self.spec.weight.is_none();
+            if SCAN && whole && !(V::any(s.lt(q.half)) || V::any(s.is_nan())) {
+                // A whole block of live rows (no weights), none of them bad: `scan_row`'s
+                // checks for every lane at once. In a valid row `low ≤ m` and `xy ≤ m`, so
+                // "differs from m" is "below m".
+                let xv = V::load(xy.as_ptr());
+                let out = &mut acc.out;
+                out.scale = out.scale.max(m.abs().max_keep_nan(low.abs()).hmax() as f64);
+                out.varying |= V::any(low.lt(m));
+                out.missed |= V::any(xv.lt(m));
+                out.masked_label |= V::any(xv.eq(q.neg_inf));
+            } else if SCAN {
                 let mut lanes3 = [[0.0f32; MAX_LANES]; 3];
                 for (v, a) in [m, low, s].into_iter().zip(lanes3.iter_mut()) {
                     v.store(a.as_mut_ptr());
@@ -607,7 +620,8 @@ mod tests {
     fn the_scan_sees_bad_rows_masked_labels_and_the_scale() {
         let k = 10;
         for isa in supported() {
-            for n in [8usize, 11, 3] {
+            // Whole blocks of 8 and 16 rows take the vector checks, the rest the per-row ones.
+            for n in [8usize, 11, 3, 16, 37] {
                 for bad_value in [f32::NAN, f32::INFINITY] {
                     let (mut x, labels) = rows(k, n, 9);
                     x[(n - 1) * k + 4] = bad_value;
@@ -647,6 +661,15 @@ mod tests {
                     .collect();
                 let got = on(isa, &x, &vec![0; n], spec);
                 assert!(!got.missed && got.varying && got.scale == 7.5);
+                for r in [0, n / 2, n - 1] {
+                    // One row whose label is not its top class, wherever it falls.
+                    let mut labels = vec![0; n];
+                    labels[r] = 1;
+                    assert!(on(isa, &x, &labels, spec).missed, "{isa:?} n={n} row {r}");
+                }
+                let mut x2 = x.clone();
+                x2[(n / 2) * k + 3] = -9.25;
+                assert_eq!(on(isa, &x2, &vec![0; n], spec).scale, 9.25);
                 let x = vec![-3.0f32; n * k];
                 let got = on(isa, &x, &vec![1; n], spec);
                 assert!(!got.varying && !got.missed && got.scale == 3.0);
