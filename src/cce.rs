@@ -1224,10 +1224,11 @@ thread_local! {
     };
 }
 
-/// [`cce_chunk_widened`] for float16 and bfloat16: the chunk widened into per-thread
-/// float32 scratch with the dispatched conversions (F16C, AVX-512F), computed by the
-/// float32 kernels, the derivatives rounded once into the outputs with the same
-/// conversions.
+/// [`cce_chunk_widened`] for float16 and bfloat16: rows longer than the one-row-per-lane
+/// kernels take read their logits in registers ([`half_rows`]); shorter ones and
+/// soft-capped rows have the chunk widened into per-thread float32 scratch with the
+/// dispatched conversions (F16C, AVX-512F) and computed by the float32 kernels. Either way
+/// the derivatives are rounded once into the outputs with the same conversions.
 fn widened_f32_chunk<T: Real, Y: Element>(
     ch: Chunk<'_, T, T>,
     targets: &Targets<'_, Y>,
@@ -1255,6 +1256,19 @@ fn widened_f32_chunk<T: Real, Y: Element>(
                 *buf = try_vec(n, 0.0f32)?;
             }
         }
+        if spec.softcap.is_none() && f32::block_rows(spec.k) == 0 {
+            return half_rows(
+                row0,
+                x,
+                grad,
+                hess,
+                losses,
+                lse,
+                targets,
+                spec,
+                [xw, gw, hw],
+            );
+        }
         let widened = crate::simd::widen_to_f32(src, &mut xw[..n]);
         debug_assert!(widened, "a 16-bit float");
         let wide = Chunk {
@@ -1273,6 +1287,99 @@ fn widened_f32_chunk<T: Real, Y: Element>(
         }
         Ok(sum)
     })
+}
+
+/// [`widened_f32_chunk`] for rows too long for the one-row-per-lane kernels: each row's
+/// maximum and sum of exponentials read from the 16-bit logits and widened in registers
+/// (no float32 copy of the logits), the float32 exponentials stored in per-thread scratch
+/// of one row, the derivatives computed there by [`cce_row_finish`] and rounded into the
+/// outputs. Every result is the float32 kernels' on the widened row, bit for bit (the rare
+/// exact re-sum widens the row into `xw` and runs the float32 kernel). `x == None`: the
+/// logits are in `grad` (in place; each row is read in full before it is written).
+#[allow(clippy::too_many_arguments)]
+fn half_rows<T: Real, Y: Element>(
+    row0: usize,
+    x: Option<&[T]>,
+    mut grad: Option<&mut [T]>,
+    mut hess: Option<&mut [T]>,
+    mut losses: Option<&mut [T]>,
+    mut lse: Option<&mut [T]>,
+    targets: &Targets<'_, Y>,
+    spec: &CceSpec<'_>,
+    [xw, gw, hw]: [&mut Vec<f32>; 3],
+) -> Result<CceSums, Error> {
+    let k = spec.k;
+    let len = x.map_or_else(|| grad.as_deref().map_or(0, |g| g.len()), |x| x.len());
+    // (The derivatives' scratch is there only for the derivatives asked for.)
+    let (kg, kh) = (
+        k * usize::from(grad.is_some()),
+        k * usize::from(hess.is_some()),
+    );
+    let (xw, gw, hw) = (&mut xw[..k], &mut gw[..kg], &mut hw[..kh]);
+    let mut sum = CceSums::default();
+    for r in 0..len / k {
+        let row = r * k..(r + 1) * k;
+        let target = targets.row(row0 + r, k);
+        let res = {
+            let xr: &[T] = match x {
+                Some(x) => &x[row.clone()],
+                None => &grad.as_deref().expect("checked: in place has the gradient")[row.clone()],
+            };
+            let derivs = match (grad.is_some(), hess.is_some()) {
+                (false, false) => Derivs::None,
+                (true, false) => Derivs::Grad(&mut *gw),
+                (false, true) => Derivs::Hess(&mut *hw),
+                (true, true) => Derivs::Both {
+                    grad: &mut *gw,
+                    hess: &mut *hw,
+                },
+            };
+            half_row(xr, target, spec, derivs, xw)
+        };
+        for (out, w) in [(grad.as_deref_mut(), &*gw), (hess.as_deref_mut(), &*hw)] {
+            if let Some(o) = out {
+                crate::simd::narrow_from_f32(w, &mut o[row.clone()]);
+            }
+        }
+        record(&mut sum, res, r, losses.as_deref_mut(), lse.as_deref_mut());
+    }
+    Ok(sum)
+}
+
+/// [`cce_row`] of a 16-bit row into float32 derivatives (see [`half_rows`]).
+fn half_row<T: Real, Y: Element>(
+    x: &[T],
+    target: RowTarget<'_, Y>,
+    spec: &CceSpec<'_>,
+    mut derivs: Derivs<'_, f32>,
+    xw: &mut [f32],
+) -> RowResult {
+    if let (RowTarget::Ignored, false) = (target, spec.want_lse) {
+        let none = RowStats::default();
+        return cce_row_finish(target, spec, derivs, none, Default::default());
+    }
+    let m32 = crate::simd::row_max_16(x).expect("a 16-bit float");
+    let m = m32 as f64;
+    let tt = target_terms(x, m, target, spec);
+    let store = match target {
+        RowTarget::Ignored => None,
+        _ => derivs.store(),
+    };
+    let grad = store.is_some();
+    let (es, bound) = crate::simd::exp_sum_loose_16(x, m32, grad, store).expect("16-bit");
+    let es = if loose_is_enough(es, bound, &tt, m) {
+        es
+    } else {
+        let widened = crate::simd::widen_to_f32(x, xw);
+        debug_assert!(widened, "a 16-bit float");
+        exp_sum(&*xw, m, None)
+    };
+    let st = RowStats {
+        m,
+        es,
+        log_s: es.log_sum(),
+    };
+    cce_row_finish(target, spec, derivs, st, tt)
 }
 
 /// Runs a whole batch of rows of `spec.k` logits and returns the sums of the row losses'

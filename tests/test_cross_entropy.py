@@ -424,3 +424,61 @@ def test_loss_only_rows_where_shifting_by_the_maximum_rounds_stay_exact(threads)
             np.testing.assert_allclose(got, want, rtol=ROW_LOSS_RTOL[np.dtype(np.float32)], atol=0)
     finally:
         xr.set_num_threads(prev)
+
+
+def _half_dtypes():
+    kinds = [np.float16]
+    try:
+        import ml_dtypes
+        kinds.append(ml_dtypes.bfloat16)
+    except ImportError:  # pragma: no cover
+        pass
+    return kinds
+
+
+@pytest.mark.parametrize("dtype", _half_dtypes(), ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("k", [33, 1000, 4099])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_long_16_bit_rows_are_the_float32_rows_of_their_widened_logits(dtype, k, threads):
+    """Rows of K > 32 in float16/bfloat16 are read in registers (no float32 copy of the
+    logits): their gradients and Hessians are exactly the float32 kernels' on the widened
+    logits, rounded once, and their losses and logsumexps the same values to a 16-bit ulp,
+    for index and probability targets, smoothing, ignored and masked rows, a z-loss (rows
+    whose lse is near 0 take the exact re-sum) and in place."""
+    rng = np.random.default_rng(k)
+    n = max(40, 140_000 // k + 1)  # enough elements to run on both threads
+    x = (rng.standard_normal((n, k)) * 3).astype(dtype)
+    x[3, :5] = -np.inf
+    x[5] = np.log(np.full(k, 1.0 / k))  # log-probabilities: lse near 0
+    x[7] = x[7, 0]  # all ties
+    t = rng.integers(0, k, n)
+    t[3], t[9] = 7, -100
+    probs = rng.random((n, k)).astype(np.float32)
+    probs /= probs.sum(axis=1, keepdims=True)
+    probs[3, :5] = 0
+    x32 = x.astype(np.float32)
+    prev = xr.get_num_threads()
+    xr.set_num_threads(threads)
+    try:
+        for target, kw in [(t, {}), (t, dict(label_smoothing=0.1)), (t, dict(z_loss=1e-2)),
+                           (probs, {}), (t, dict(return_hess=True))]:
+            kw = dict(kw, reduction="none", return_grad=True, return_lse=True)
+            got = xr.cross_entropy(x, target.astype(dtype) if target is probs else target, **kw)
+            want = xr.cross_entropy(x32, target.astype(dtype).astype(np.float32)
+                                    if target is probs else target, **kw)
+            losses, grads, lses = got[0], got[1:-1], got[-1]
+            for g, w in zip(grads, want[1:-1]):
+                assert g.dtype == dtype
+                np.testing.assert_array_equal(g, w.astype(dtype))
+            for a, b in ((losses, want[0]), (lses, want[-1])):
+                a, b = a.astype(np.float64), b.astype(np.float64)
+                fin = np.isfinite(b)  # (smoothing onto a masked class: an infinite loss)
+                np.testing.assert_array_equal(a[~fin], b[~fin])
+                # Rounded once from float64 against float32's rounding of the same value.
+                half_ulp = np.abs(b[fin]) * 2.0 ** -(8 if dtype is not np.float16 else 11)
+                assert (np.abs(a[fin] - b[fin]) <= half_ulp * 1.01 + 1e-30).all(), kw
+            out = x.copy()
+            xr.cross_entropy(out, t, return_grad=True, out=out)
+            np.testing.assert_array_equal(out, xr.cross_entropy(x, t, return_grad=True)[1])
+    finally:
+        xr.set_num_threads(prev)

@@ -33,8 +33,8 @@ pub use rowblock::{
 };
 pub use rowops::{
     block_rows_f32, exp_loose_in_place_f32, exp_sum_f32, exp_sum_f32_on, exp_sum_in_place_f32,
-    exp_sum_loose_f32, exp_sum_loose_f32_on, exp_sum_loose_grad_f32, row_block_stats_f32,
-    row_max_f32, row_max_f32_on, scale_f32, BLOCK_MAX_K,
+    exp_sum_loose_16, exp_sum_loose_f32, exp_sum_loose_f32_on, exp_sum_loose_grad_f32,
+    row_block_stats_f32, row_max_16, row_max_f32, row_max_f32_on, scale_f32, BLOCK_MAX_K,
 };
 pub use softcap::{capped_exp_sum_f32, capped_one_f32, capped_prepass_f32, CapRow};
 pub use vector::{bf16_bits, F32Vec, LaneElem};

@@ -4,29 +4,26 @@
 
 use super::exp::{exp_nonpositive, exp_nonpositive_loose};
 use super::log1p::log1p_nonnegative;
-use super::vector::F32Vec;
+use super::vector::{F32Vec, LaneElem};
 use super::{dispatch, dispatch_on, Isa, SimdOp, FLUSH};
+use crate::element::Element;
 use crate::rowstats::{exp_sum_of_stored, exp_sum_scalar, ExpSum, RowStats};
-
-/// Loads the `x.len() < LANES` elements of a row's tail, filling the rest with `fill`.
-#[inline(always)]
-unsafe fn load_tail<V: F32Vec>(x: &[f32], fill: f32) -> V {
-    V::load_partial(x.as_ptr(), x.len(), fill)
-}
+use std::any::TypeId;
 
 #[inline(always)]
-fn row_max<V: F32Vec>(x: &[f32]) -> f32 {
+fn row_max<V: F32Vec, E: LaneElem>(x: &[E]) -> f32 {
     // SAFETY: the caller (a `#[target_feature]` wrapper or the scalar path) guarantees V's
     // instruction set; every load reads `LANES` elements inside `x`, or the masked tail.
     unsafe {
         let mut acc = V::splat(f32::NEG_INFINITY);
         let mut chunks = x.chunks_exact(V::LANES);
         for c in &mut chunks {
-            acc = acc.max_keep_nan(V::load(c.as_ptr()));
+            acc = acc.max_keep_nan(E::load::<V>(c.as_ptr()));
         }
         let tail = chunks.remainder();
         if !tail.is_empty() {
-            acc = acc.max_keep_nan(load_tail::<V>(tail, f32::NEG_INFINITY));
+            let t = E::load_partial::<V>(tail.as_ptr(), tail.len(), f32::NEG_INFINITY);
+            acc = acc.max_keep_nan(t);
         }
         acc.hmax()
     }
@@ -115,12 +112,12 @@ impl<V: F32Vec> SumState<V> {
 /// contiguous): that row's maximum pass then reads from cache while this compute-bound pass
 /// would otherwise leave the memory idle.
 #[inline(always)]
-fn prefetch_next_row(px: *const f32, n: usize, i: usize, len: usize) {
-    const LINE: usize = 16; // floats per 64-byte cache line
+fn prefetch_next_row<E>(px: *const E, n: usize, i: usize, len: usize) {
+    let line = 64 / std::mem::size_of::<E>(); // elements per 64-byte cache line
     let mut j = 0;
     while j < len {
-        super::prefetch(px.wrapping_add(n + i + j));
-        j += LINE;
+        super::prefetch(px.wrapping_add(n + i + j).cast());
+        j += line;
     }
 }
 
@@ -200,8 +197,8 @@ unsafe fn exp_sum_raw<V: F32Vec>(px: *const f32, n: usize, m: f32, ps: *mut f32)
 /// # Safety
 /// As for [`exp_sum_raw`], with `px` valid for `n` floats (and `ps`, with `STORE`).
 #[inline(always)]
-unsafe fn exp_sum_loose_raw<V: F32Vec, const STORE: bool, const ZERO: bool>(
-    px: *const f32,
+unsafe fn exp_sum_loose_raw<V: F32Vec, E: LaneElem, const STORE: bool, const ZERO: bool>(
+    px: *const E,
     n: usize,
     m: f32,
     ps: *mut f32,
@@ -237,10 +234,10 @@ unsafe fn exp_sum_loose_raw<V: F32Vec, const STORE: bool, const ZERO: bool>(
         let mut i = 0;
         while i + 4 * V::LANES <= full {
             prefetch_next_row(px, n, i, 4 * V::LANES);
-            let (e0, s0) = one_vec::<V, ZERO>(V::load(px.add(i)), mv, flush);
-            let (e1, s1) = one_vec::<V, ZERO>(V::load(px.add(i + V::LANES)), mv, flush);
-            let (e2, s2) = one_vec::<V, ZERO>(V::load(px.add(i + 2 * V::LANES)), mv, flush);
-            let (e3, s3) = one_vec::<V, ZERO>(V::load(px.add(i + 3 * V::LANES)), mv, flush);
+            let (e0, s0) = one_vec::<V, ZERO>(E::load(px.add(i)), mv, flush);
+            let (e1, s1) = one_vec::<V, ZERO>(E::load(px.add(i + V::LANES)), mv, flush);
+            let (e2, s2) = one_vec::<V, ZERO>(E::load(px.add(i + 2 * V::LANES)), mv, flush);
+            let (e3, s3) = one_vec::<V, ZERO>(E::load(px.add(i + 3 * V::LANES)), mv, flush);
             if STORE {
                 e0.store(ps.add(i));
                 e1.store(ps.add(i + V::LANES));
@@ -262,9 +259,9 @@ unsafe fn exp_sum_loose_raw<V: F32Vec, const STORE: bool, const ZERO: bool>(
         }
         while i < n {
             let v = if i < full {
-                V::load(px.add(i))
+                E::load::<V>(px.add(i))
             } else {
-                V::load_partial(px.add(full), n - full, f32::NEG_INFINITY)
+                E::load_partial::<V>(px.add(full), n - full, f32::NEG_INFINITY)
             };
             let (e, sc) = one_vec::<V, ZERO>(v, mv, flush);
             let tie = sc.eq(zero);
@@ -375,12 +372,67 @@ fn row_block<V: F32Vec>(
     }
 }
 
-struct RowMax<'a>(&'a [f32]);
-impl SimdOp for RowMax<'_> {
+/// A row of logits of one of the lane types: one dispatched function per kernel serves
+/// all three (separate instances for the 16-bit types moved the float32 code, which on the
+/// 2-core VM measured made 2-thread float32 calls 15% slower).
+#[derive(Clone, Copy)]
+enum Lanes<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+    Bf16(&'a [half::bf16]),
+}
+
+struct RowMaxAny<'a>(Lanes<'a>);
+impl SimdOp for RowMaxAny<'_> {
     type Output = f32;
     #[inline(always)]
     unsafe fn eval<V: F32Vec>(self) -> f32 {
-        row_max::<V>(self.0)
+        match self.0 {
+            Lanes::F32(x) => row_max::<V, f32>(x),
+            Lanes::F16(x) => row_max::<V, half::f16>(x),
+            Lanes::Bf16(x) => row_max::<V, half::bf16>(x),
+        }
+    }
+}
+
+struct ExpSumLooseAny<'a> {
+    x: Lanes<'a>,
+    m: f32,
+}
+impl SimdOp for ExpSumLooseAny<'_> {
+    type Output = (ExpSum, f64);
+    #[inline(always)]
+    unsafe fn eval<V: F32Vec>(self) -> (ExpSum, f64) {
+        let m = self.m;
+        // SAFETY: as in `ExpSumLoose`.
+        unsafe {
+            match self.x {
+                Lanes::F32(x) => ExpSumLoose { x, m }.eval::<V>(),
+                Lanes::F16(x) => ExpSumLoose { x, m }.eval::<V>(),
+                Lanes::Bf16(x) => ExpSumLoose { x, m }.eval::<V>(),
+            }
+        }
+    }
+}
+
+struct ExpSumLooseGradAny<'a> {
+    x: Lanes<'a>,
+    m: f32,
+    store: Option<&'a mut [f32]>,
+}
+impl SimdOp for ExpSumLooseGradAny<'_> {
+    type Output = (ExpSum, f64);
+    #[inline(always)]
+    unsafe fn eval<V: F32Vec>(self) -> (ExpSum, f64) {
+        let (m, store) = (self.m, self.store);
+        // SAFETY: as in `ExpSumLooseGrad`.
+        unsafe {
+            match self.x {
+                Lanes::F32(x) => ExpSumLooseGrad { x, m, store }.eval::<V>(),
+                Lanes::F16(x) => ExpSumLooseGrad { x, m, store }.eval::<V>(),
+                Lanes::Bf16(x) => ExpSumLooseGrad { x, m, store }.eval::<V>(),
+            }
+        }
     }
 }
 
@@ -415,28 +467,28 @@ impl SimdOp for ExpSumOp<'_> {
 }
 
 /// The loss's sum (each operation its own `#[target_feature]` function).
-struct ExpSumLoose<'a> {
-    x: &'a [f32],
+struct ExpSumLoose<'a, E> {
+    x: &'a [E],
     m: f32,
 }
-impl SimdOp for ExpSumLoose<'_> {
+impl<E: LaneElem> SimdOp for ExpSumLoose<'_, E> {
     type Output = (ExpSum, f64);
     #[inline(always)]
     unsafe fn eval<V: F32Vec>(self) -> (ExpSum, f64) {
         let (x, null) = (self.x, std::ptr::null_mut());
         // SAFETY: `eval`'s contract gives the instruction set; pointer and length come from
         // one slice.
-        unsafe { exp_sum_loose_raw::<V, false, false>(x.as_ptr(), x.len(), self.m, null) }
+        unsafe { exp_sum_loose_raw::<V, E, false, false>(x.as_ptr(), x.len(), self.m, null) }
     }
 }
 
 /// A gradient's sum (flushed terms exactly 0), its exponentials stored when asked.
-struct ExpSumLooseGrad<'a> {
-    x: &'a [f32],
+struct ExpSumLooseGrad<'a, E> {
+    x: &'a [E],
     m: f32,
     store: Option<&'a mut [f32]>,
 }
-impl SimdOp for ExpSumLooseGrad<'_> {
+impl<E: LaneElem> SimdOp for ExpSumLooseGrad<'_, E> {
     type Output = (ExpSum, f64);
     #[inline(always)]
     unsafe fn eval<V: F32Vec>(self) -> (ExpSum, f64) {
@@ -445,7 +497,7 @@ impl SimdOp for ExpSumLooseGrad<'_> {
         // from slices of `n` floats (a store is a distinct `&mut`, so it cannot overlap).
         unsafe {
             match self.store {
-                None => exp_sum_loose_raw::<V, false, true>(
+                None => exp_sum_loose_raw::<V, E, false, true>(
                     x.as_ptr(),
                     x.len(),
                     m,
@@ -453,7 +505,8 @@ impl SimdOp for ExpSumLooseGrad<'_> {
                 ),
                 Some(s) => {
                     assert_eq!(s.len(), x.len());
-                    exp_sum_loose_raw::<V, true, true>(x.as_ptr(), x.len(), m, s.as_mut_ptr())
+                    let (px, ps) = (x.as_ptr(), s.as_mut_ptr());
+                    exp_sum_loose_raw::<V, E, true, true>(px, x.len(), m, ps)
                 }
             }
         }
@@ -473,7 +526,7 @@ impl SimdOp for ExpLooseInPlace<'_> {
         // SAFETY: `eval`'s contract gives the instruction set; one slice of `n` floats, read
         // and written in place (the kernel reads each vector before writing it).
         unsafe {
-            exp_sum_loose_raw::<V, true, true>(p, n, self.m, p);
+            exp_sum_loose_raw::<V, f32, true, true>(p, n, self.m, p);
         }
     }
 }
@@ -524,7 +577,7 @@ impl SimdOp for RowBlock<'_> {
 /// a NaN logit still makes the row NaN through [`exp_sum_f32`]).
 #[inline]
 pub fn row_max_f32(x: &[f32]) -> f32 {
-    dispatch(RowMax(x))
+    dispatch(RowMaxAny(Lanes::F32(x)))
 }
 
 /// `Σ exp(x_j − m)` of a float32 row split as in [`ExpSum`], writing each exponential to
@@ -544,7 +597,14 @@ pub fn exp_sum_f32(x: &[f32], m: f32, store: Option<&mut [f32]>) -> ExpSum {
 /// to compare with the accuracy it needs, and to call [`exp_sum_f32`] when it is not met.
 #[inline]
 pub fn exp_sum_loose_f32(x: &[f32], m: f32) -> (ExpSum, f64) {
-    refine_loose(x, m, dispatch(ExpSumLoose { x, m }))
+    refine_loose(
+        x,
+        m,
+        dispatch(ExpSumLooseAny {
+            x: Lanes::F32(x),
+            m,
+        }),
+    )
 }
 
 /// [`exp_sum_loose_f32`] for a gradient: the terms below `FLUSH` are exactly 0, and with
@@ -553,7 +613,8 @@ pub fn exp_sum_loose_f32(x: &[f32], m: f32) -> (ExpSum, f64) {
 /// the same, bit for bit.
 #[inline]
 pub fn exp_sum_loose_grad_f32(x: &[f32], m: f32, store: Option<&mut [f32]>) -> (ExpSum, f64) {
-    refine_loose(x, m, dispatch(ExpSumLooseGrad { x, m, store }))
+    let x32 = Lanes::F32(x);
+    refine_loose(x, m, dispatch(ExpSumLooseGradAny { x: x32, m, store }))
 }
 
 /// Overwrites the row with the exponentials [`exp_sum_loose_grad_f32`] would store.
@@ -564,7 +625,7 @@ pub fn exp_loose_in_place_f32(v: &mut [f32], m: f32) {
 
 /// The loose sum, or for a row whose `S − 1` is tiny, the exact f64 sum (bound 0).
 #[inline(always)]
-fn refine_loose(x: &[f32], m: f32, (es, bound): (ExpSum, f64)) -> (ExpSum, f64) {
+fn refine_loose<E: Element>(x: &[E], m: f32, (es, bound): (ExpSum, f64)) -> (ExpSum, f64) {
     if es.rest < TINY_REST {
         return (exp_sum_scalar::<_, f32>(x, m as f64, None), 0.0);
     }
@@ -580,9 +641,56 @@ pub fn exp_sum_loose_f32_on(
     store: Option<&mut [f32]>,
 ) -> Option<(ExpSum, f64)> {
     match store {
-        None => dispatch_on(isa, ExpSumLoose { x, m }),
-        store => dispatch_on(isa, ExpSumLooseGrad { x, m, store }),
+        None => dispatch_on(
+            isa,
+            ExpSumLooseAny {
+                x: Lanes::F32(x),
+                m,
+            },
+        ),
+        store => dispatch_on(
+            isa,
+            ExpSumLooseGradAny {
+                x: Lanes::F32(x),
+                m,
+                store,
+            },
+        ),
     }
+}
+
+fn cast<T: 'static, E: 'static>(x: &[T]) -> Option<&[E]> {
+    // SAFETY: `T` is `E` (same type id), so the slice is one of `E`s.
+    (TypeId::of::<T>() == TypeId::of::<E>())
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<E>(), x.len()) })
+}
+
+/// `x` as [`Lanes`] when `T` is a 16-bit float.
+fn lanes_16<T: 'static>(x: &[T]) -> Option<Lanes<'_>> {
+    match cast::<T, half::f16>(x) {
+        Some(h) => Some(Lanes::F16(h)),
+        None => cast::<T, half::bf16>(x).map(Lanes::Bf16),
+    }
+}
+
+/// [`row_max_f32`] of a float16 or bfloat16 row, widened in registers.
+pub fn row_max_16<T: 'static>(x: &[T]) -> Option<f32> {
+    Some(dispatch(RowMaxAny(lanes_16(x)?)))
+}
+
+/// The loose sums of a float16 or bfloat16 row, widened in registers.
+pub fn exp_sum_loose_16<T: Element>(
+    x: &[T],
+    m: f32,
+    grad: bool,
+    store: Option<&mut [f32]>,
+) -> Option<(ExpSum, f64)> {
+    let lanes = lanes_16(x)?;
+    let raw = match grad {
+        false => dispatch(ExpSumLooseAny { x: lanes, m }),
+        true => dispatch(ExpSumLooseGradAny { x: lanes, m, store }),
+    };
+    Some(refine_loose(x, m, raw))
 }
 
 /// [`exp_sum_f32`] overwriting the row with its exponentials (no second buffer).
@@ -672,7 +780,7 @@ pub fn exp_sum_f32_on(isa: Isa, x: &[f32], m: f32, store: Option<&mut [f32]>) ->
 
 /// [`row_max_f32`] on an explicit path.
 pub fn row_max_f32_on(isa: Isa, x: &[f32]) -> Option<f32> {
-    dispatch_on(isa, RowMax(x))
+    dispatch_on(isa, RowMaxAny(Lanes::F32(x)))
 }
 
 #[cfg(test)]
