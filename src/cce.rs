@@ -618,19 +618,27 @@ fn hard_target_row<T: Real>(
 /// target's is a rescaled exponential.
 #[inline(always)]
 fn hard_target_grad<T: Real>(g: &mut [T], t: usize, c_d: f64, a: f64, st: RowStats) {
+    let (factor, g_t) = hard_target_terms(g[t].to_f64(), c_d, a, st);
+    T::scale(g, factor);
+    g[t] = T::from_f64(g_t);
+}
+
+/// The factor [`hard_target_grad`] rescales the stored exponentials by, and the target's
+/// entry it writes, from the target's exponential `e_t`.
+#[inline(always)]
+fn hard_target_terms(e_t: f64, c_d: f64, a: f64, st: RowStats) -> (f64, f64) {
     let inv_s = 1.0 / st.es.total;
-    let e_t = g[t].to_f64();
     let one_minus_p = if e_t == 1.0 {
         st.es.rest * inv_s
     } else {
         1.0 - e_t * inv_s
     };
-    T::scale(g, (c_d + a) * inv_s);
-    g[t] = T::from_f64(if a == 0.0 {
+    let g_t = if a == 0.0 {
         -c_d * one_minus_p
     } else {
         -c_d * one_minus_p + a * e_t * inv_s
-    });
+    };
+    ((c_d + a) * inv_s, g_t)
 }
 
 /// Output buffers of a batch; each is `N × K` (grad, hess) or `N` (losses, lse) long.
@@ -1336,9 +1344,21 @@ fn half_rows<T: Real, Y: Element>(
             };
             half_row(xr, target, spec, derivs, xw)
         };
-        for (out, w) in [(grad.as_deref_mut(), &*gw), (hess.as_deref_mut(), &*hw)] {
-            if let Some(o) = out {
-                crate::simd::narrow_from_f32(w, &mut o[row.clone()]);
+        let (res, rescale) = res;
+        match (rescale, grad.as_deref_mut()) {
+            // The common row (class index, no smoothing, gradient only): the exponentials
+            // rescaled and rounded in one pass, the target's entry rounded as float32 would.
+            (Some((factor, t, g_t)), Some(g)) => {
+                let o = &mut g[row.clone()];
+                crate::simd::scale_narrow_from_f32(gw, factor as f32, o);
+                crate::simd::narrow_from_f32(&[g_t as f32], &mut o[t..t + 1]);
+            }
+            _ => {
+                for (out, w) in [(grad.as_deref_mut(), &*gw), (hess.as_deref_mut(), &*hw)] {
+                    if let Some(o) = out {
+                        crate::simd::narrow_from_f32(w, &mut o[row.clone()]);
+                    }
+                }
             }
         }
         record(&mut sum, res, r, losses.as_deref_mut(), lse.as_deref_mut());
@@ -1346,17 +1366,23 @@ fn half_rows<T: Real, Y: Element>(
     Ok(sum)
 }
 
-/// [`cce_row`] of a 16-bit row into float32 derivatives (see [`half_rows`]).
+/// [`cce_row`] of a 16-bit row into float32 derivatives (see [`half_rows`]). For a class
+/// index without smoothing and the gradient alone, the derivatives are left as the stored
+/// exponentials, with the factor that rescales them and the target's entry (what
+/// [`hard_target_grad`] would apply) returned for the caller's one-pass rescale and rounding.
 fn half_row<T: Real, Y: Element>(
     x: &[T],
     target: RowTarget<'_, Y>,
     spec: &CceSpec<'_>,
     mut derivs: Derivs<'_, f32>,
     xw: &mut [f32],
-) -> RowResult {
+) -> (RowResult, Option<(f64, usize, f64)>) {
     if let (RowTarget::Ignored, false) = (target, spec.want_lse) {
         let none = RowStats::default();
-        return cce_row_finish(target, spec, derivs, none, Default::default());
+        return (
+            cce_row_finish(target, spec, derivs, none, Default::default()),
+            None,
+        );
     }
     let m32 = crate::simd::row_max_16(x).expect("a 16-bit float");
     let m = m32 as f64;
@@ -1379,7 +1405,15 @@ fn half_row<T: Real, Y: Element>(
         es,
         log_s: es.log_sum(),
     };
-    cce_row_finish(target, spec, derivs, st, tt)
+    let smooth = spec.label_smoothing / spec.k as f64; // as in `cce_row_finish`
+    if let (RowTarget::Index(t), 0.0, Derivs::Grad(g)) = (target, smooth, &derivs) {
+        let res = hard_target_row::<f32>(t, spec, None, st, tt);
+        let z_d = spec.z_terms(res.lse).1;
+        let (factor, g_t) =
+            hard_target_terms(f64::from(g[t]), spec.per_divisor(tt.c), z_d * res.lse, st);
+        return (res, Some((factor, t, g_t)));
+    }
+    (cce_row_finish(target, spec, derivs, st, tt), None)
 }
 
 /// Runs a whole batch of rows of `spec.k` logits and returns the sums of the row losses'

@@ -28,8 +28,9 @@ pub use exp64::{
 };
 pub use log1p::{log1p_01, log1p_nonnegative, log1p_unit};
 pub use rowblock::{
-    hard_block, hard_block_lanes, hard_block_on, is_lane_16, narrow_from_f32, to_columns,
-    widen_to_f32, HardBlockStats, HardRows, HardTargets, HARD_BLOCK_MAX_K, HARD_BLOCK_ROWS,
+    hard_block, hard_block_lanes, hard_block_on, is_lane_16, narrow_from_f32,
+    scale_narrow_from_f32, to_columns, widen_to_f32, HardBlockStats, HardRows, HardTargets,
+    HARD_BLOCK_MAX_K, HARD_BLOCK_ROWS,
 };
 pub use rowops::{
     block_rows_f32, exp_loose_in_place_f32, exp_sum_f32, exp_sum_f32_on, exp_sum_in_place_f32,

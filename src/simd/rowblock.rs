@@ -458,18 +458,32 @@ impl<E: LaneElem> SimdOp for Widen<'_, E> {
     }
 }
 
-/// Rounds float32 values to a 16-bit type (to nearest, ties to even), a vector at a time.
+/// Rounds float32 values, each first multiplied by `scale` in float32 (1 leaves them as
+/// they are), to a 16-bit type (to nearest, ties to even), a vector at a time.
 struct Narrow<'a, E> {
     w: &'a [f32],
+    scale: f32,
     out: &'a mut [E],
 }
 impl<E: LaneElem> SimdOp for Narrow<'_, E> {
     type Output = ();
     #[inline(always)]
     unsafe fn eval<V: F32Vec>(self) {
-        assert_eq!(self.w.len(), self.out.len());
-        // SAFETY: `eval`'s contract gives V's instruction set; both slices hold `len` values.
-        unsafe { narrow::<V, E>(self.w.as_ptr(), self.w.len(), self.out.as_mut_ptr()) }
+        let (w, n, p) = (self.w.as_ptr(), self.w.len(), self.out.as_mut_ptr());
+        assert_eq!(n, self.out.len());
+        // SAFETY: `eval`'s contract gives V's instruction set; both slices hold `n` values.
+        unsafe {
+            let a = V::splat(self.scale);
+            let mut i = 0;
+            while i + V::LANES <= n {
+                E::store::<V>(V::load(w.add(i)).mul(a), p.add(i));
+                i += V::LANES;
+            }
+            if i < n {
+                let v = V::load_partial(w.add(i), n - i, 0.0).mul(a);
+                E::store_partial::<V>(v, p.add(i), n - i);
+            }
+        }
     }
 }
 
@@ -496,12 +510,19 @@ pub fn widen_to_f32<T: 'static>(x: &[T], out: &mut [f32]) -> bool {
 /// `out[j] = w[j]` rounded to `T` with the active path's conversions, when `T` is float16
 /// or bfloat16; `false` (nothing written) for other types.
 pub fn narrow_from_f32<T: 'static>(w: &[f32], out: &mut [T]) -> bool {
+    scale_narrow_from_f32(w, 1.0, out)
+}
+
+/// `out[j] = f32(w[j]·a)` rounded to `T` ([`narrow_from_f32`] of `w` rescaled as
+/// [`super::scale_f32`] rescales, in one pass), when `T` is float16 or bfloat16; `false`
+/// (nothing written) for other types.
+pub fn scale_narrow_from_f32<T: 'static>(w: &[f32], scale: f32, out: &mut [T]) -> bool {
     if TypeId::of::<T>() == TypeId::of::<half::f16>() {
         let out = cast_mut::<T, half::f16>(out).expect("float16");
-        super::dispatch(Narrow { w, out });
+        super::dispatch(Narrow { w, scale, out });
     } else if TypeId::of::<T>() == TypeId::of::<half::bf16>() {
         let out = cast_mut::<T, half::bf16>(out).expect("bfloat16");
-        super::dispatch(Narrow { w, out });
+        super::dispatch(Narrow { w, scale, out });
     } else {
         return false;
     }
