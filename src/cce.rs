@@ -604,14 +604,22 @@ fn hard_target_row<T: Real>(
     st: RowStats,
     tt: TargetTerms,
 ) -> RowResult {
+    let (res, c_d, a) = hard_target_loss(spec, st, tt);
+    if let Some(g) = grad {
+        hard_target_grad(g, t, c_d, a, st);
+    }
+    res
+}
+
+/// [`hard_target_row`]'s loss, and the gradient's factors `c_d = c / D` and `a = 2 z lse /
+/// D_z` for [`hard_target_grad`].
+#[inline(always)]
+fn hard_target_loss(spec: &CceSpec<'_>, st: RowStats, tt: TargetTerms) -> (RowResult, f64, f64) {
     let c = tt.c;
     let loss = if c != 0.0 { tt.gap + c * st.log_s } else { 0.0 };
     let lse = st.m + st.log_s;
     let (z, z_d) = spec.z_terms(lse);
-    if let Some(g) = grad {
-        hard_target_grad(g, t, spec.per_divisor(c), z_d * lse, st);
-    }
-    RowResult { loss, z, lse }
+    (RowResult { loss, z, lse }, spec.per_divisor(c), z_d * lse)
 }
 
 /// `c_d·(p − onehot(t)) + a·p` from the exponentials stored in `g`: every entry but the
@@ -1242,41 +1250,31 @@ fn widened_f32_chunk<T: Real, Y: Element>(
     targets: &Targets<'_, Y>,
     spec: &CceSpec<'_>,
 ) -> Result<CceSums, Error> {
-    let Chunk {
-        row0,
-        x,
-        grad,
-        hess,
-        losses,
-        lse,
-    } = ch;
     WIDE_SCRATCH.with(|cell| {
         let mut bufs = cell.borrow_mut();
         let [xw, gw, hw] = &mut *bufs;
-        let src = x.or(grad.as_deref()).unwrap_or(&[]);
-        let n = src.len();
+        let n = ch.x.or(ch.grad.as_deref()).map_or(0, <[T]>::len);
         for (buf, need) in [
             (&mut *xw, true),
-            (&mut *gw, grad.is_some()),
-            (&mut *hw, hess.is_some()),
+            (&mut *gw, ch.grad.is_some()),
+            (&mut *hw, ch.hess.is_some()),
         ] {
             if need && buf.len() < n {
                 *buf = try_vec(n, 0.0f32)?;
             }
         }
         if spec.softcap.is_none() && f32::block_rows(spec.k) == 0 {
-            return half_rows(
-                row0,
-                x,
-                grad,
-                hess,
-                losses,
-                lse,
-                targets,
-                spec,
-                [xw, gw, hw],
-            );
+            return half_rows(ch, targets, spec, [xw, gw, hw]);
         }
+        let Chunk {
+            row0,
+            x,
+            grad,
+            hess,
+            losses,
+            lse,
+        } = ch;
+        let src = x.or(grad.as_deref()).unwrap_or(&[]);
         let widened = crate::simd::widen_to_f32(src, &mut xw[..n]);
         debug_assert!(widened, "a 16-bit float");
         let wide = Chunk {
@@ -1304,20 +1302,22 @@ fn widened_f32_chunk<T: Real, Y: Element>(
 /// outputs. Every result is the float32 kernels' on the widened row, bit for bit (the rare
 /// exact re-sum widens the row into `xw` and runs the float32 kernel). `x == None`: the
 /// logits are in `grad` (in place; each row is read in full before it is written).
-#[allow(clippy::too_many_arguments)]
 fn half_rows<T: Real, Y: Element>(
-    row0: usize,
-    x: Option<&[T]>,
-    mut grad: Option<&mut [T]>,
-    mut hess: Option<&mut [T]>,
-    mut losses: Option<&mut [T]>,
-    mut lse: Option<&mut [T]>,
+    ch: Chunk<'_, T, T>,
     targets: &Targets<'_, Y>,
     spec: &CceSpec<'_>,
     [xw, gw, hw]: [&mut Vec<f32>; 3],
 ) -> Result<CceSums, Error> {
+    let Chunk {
+        row0,
+        x,
+        mut grad,
+        mut hess,
+        mut losses,
+        mut lse,
+    } = ch;
     let k = spec.k;
-    let len = x.map_or_else(|| grad.as_deref().map_or(0, |g| g.len()), |x| x.len());
+    let len = x.or(grad.as_deref()).map_or(0, <[T]>::len);
     // (The derivatives' scratch is there only for the derivatives asked for.)
     let (kg, kh) = (
         k * usize::from(grad.is_some()),
@@ -1328,7 +1328,7 @@ fn half_rows<T: Real, Y: Element>(
     for r in 0..len / k {
         let row = r * k..(r + 1) * k;
         let target = targets.row(row0 + r, k);
-        let res = {
+        let (res, rescale) = {
             let xr: &[T] = match x {
                 Some(x) => &x[row.clone()],
                 None => &grad.as_deref().expect("checked: in place has the gradient")[row.clone()],
@@ -1344,7 +1344,6 @@ fn half_rows<T: Real, Y: Element>(
             };
             half_row(xr, target, spec, derivs, xw)
         };
-        let (res, rescale) = res;
         match (rescale, grad.as_deref_mut()) {
             // The common row (class index, no smoothing, gradient only): the exponentials
             // rescaled and rounded in one pass, the target's entry rounded as float32 would.
@@ -1407,10 +1406,8 @@ fn half_row<T: Real, Y: Element>(
     };
     let smooth = spec.label_smoothing / spec.k as f64; // as in `cce_row_finish`
     if let (RowTarget::Index(t), 0.0, Derivs::Grad(g)) = (target, smooth, &derivs) {
-        let res = hard_target_row::<f32>(t, spec, None, st, tt);
-        let z_d = spec.z_terms(res.lse).1;
-        let (factor, g_t) =
-            hard_target_terms(f64::from(g[t]), spec.per_divisor(tt.c), z_d * res.lse, st);
+        let (res, c_d, a) = hard_target_loss(spec, st, tt);
+        let (factor, g_t) = hard_target_terms(f64::from(g[t]), c_d, a, st);
         return (res, Some((factor, t, g_t)));
     }
     (cce_row_finish(target, spec, derivs, st, tt), None)

@@ -89,16 +89,25 @@ unsafe fn widen<V: F32Vec, E: LaneElem>(p: *const E, n: usize, out: *mut f32) {
     }
 }
 
-/// Stores `n` float32s at `src` as `n` elements at `p`, a vector at a time.
+/// Stores `n` float32s at `src` as `n` elements at `p`, a vector at a time; with `SCALE`
+/// each first multiplied by `scale` in float32.
 #[inline(always)]
-unsafe fn narrow<V: F32Vec, E: LaneElem>(src: *const f32, n: usize, p: *mut E) {
+unsafe fn narrow<V: F32Vec, E: LaneElem, const SCALE: bool>(
+    src: *const f32,
+    n: usize,
+    scale: f32,
+    p: *mut E,
+) {
+    let a = V::splat(scale);
     let mut i = 0;
     while i + V::LANES <= n {
-        E::store::<V>(V::load(src.add(i)), p.add(i));
+        let v = V::load(src.add(i));
+        E::store::<V>(if SCALE { v.mul(a) } else { v }, p.add(i));
         i += V::LANES;
     }
     if i < n {
-        E::store_partial::<V>(V::load_partial(src.add(i), n - i, 0.0), p.add(i), n - i);
+        let v = V::load_partial(src.add(i), n - i, 0.0);
+        E::store_partial::<V>(if SCALE { v.mul(a) } else { v }, p.add(i), n - i);
     }
 }
 
@@ -173,7 +182,7 @@ unsafe fn store_rows<V: F32Vec, E: LaneElem>(cols: *const f32, k: usize, r: usiz
             let mut flat = MaybeUninit::<[f32; BLOCK_VALUES]>::uninit();
             let flat = flat.as_mut_ptr().cast::<f32>();
             to_rows::<V>(cols, k, r, flat);
-            narrow::<V, E>(flat, r * k, out.as_mut_ptr());
+            narrow::<V, E, false>(flat, r * k, 1.0, out.as_mut_ptr());
         }
     }
 }
@@ -429,7 +438,7 @@ pub fn hard_block_lanes<E: 'static>(k: usize) -> usize {
 
 /// `x` as a slice of `E` when `T` is `E`.
 #[inline(always)]
-fn cast<T: 'static, E: 'static>(x: &[T]) -> Option<&[E]> {
+pub(super) fn cast<T: 'static, E: 'static>(x: &[T]) -> Option<&[E]> {
     // SAFETY: `T` is `E` (same type id), so the slice is one of `E`s.
     (TypeId::of::<T>() == TypeId::of::<E>())
         .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<E>(), x.len()) })
@@ -472,18 +481,7 @@ impl<E: LaneElem> SimdOp for Narrow<'_, E> {
         let (w, n, p) = (self.w.as_ptr(), self.w.len(), self.out.as_mut_ptr());
         assert_eq!(n, self.out.len());
         // SAFETY: `eval`'s contract gives V's instruction set; both slices hold `n` values.
-        unsafe {
-            let a = V::splat(self.scale);
-            let mut i = 0;
-            while i + V::LANES <= n {
-                E::store::<V>(V::load(w.add(i)).mul(a), p.add(i));
-                i += V::LANES;
-            }
-            if i < n {
-                let v = V::load_partial(w.add(i), n - i, 0.0).mul(a);
-                E::store_partial::<V>(v, p.add(i), n - i);
-            }
-        }
+        unsafe { narrow::<V, E, true>(w, n, self.scale, p) }
     }
 }
 

@@ -4,11 +4,11 @@
 
 use super::exp::{exp_nonpositive, exp_nonpositive_loose};
 use super::log1p::log1p_nonnegative;
+use super::rowblock::cast;
 use super::vector::{F32Vec, LaneElem};
 use super::{dispatch, dispatch_on, Isa, SimdOp, FLUSH};
 use crate::element::Element;
 use crate::rowstats::{exp_sum_of_stored, exp_sum_scalar, ExpSum, RowStats};
-use std::any::TypeId;
 
 #[inline(always)]
 fn row_max<V: F32Vec, E: LaneElem>(x: &[E]) -> f32 {
@@ -404,12 +404,12 @@ impl SimdOp for ExpSumLooseAny<'_> {
     #[inline(always)]
     unsafe fn eval<V: F32Vec>(self) -> (ExpSum, f64) {
         let m = self.m;
-        // SAFETY: as in `ExpSumLoose`.
+        // SAFETY: `eval`'s contract gives the instruction set.
         unsafe {
             match self.x {
-                Lanes::F32(x) => ExpSumLoose { x, m }.eval::<V>(),
-                Lanes::F16(x) => ExpSumLoose { x, m }.eval::<V>(),
-                Lanes::Bf16(x) => ExpSumLoose { x, m }.eval::<V>(),
+                Lanes::F32(x) => loose_sum::<V, _>(x, m),
+                Lanes::F16(x) => loose_sum::<V, _>(x, m),
+                Lanes::Bf16(x) => loose_sum::<V, _>(x, m),
             }
         }
     }
@@ -425,12 +425,12 @@ impl SimdOp for ExpSumLooseGradAny<'_> {
     #[inline(always)]
     unsafe fn eval<V: F32Vec>(self) -> (ExpSum, f64) {
         let (m, store) = (self.m, self.store);
-        // SAFETY: as in `ExpSumLooseGrad`.
+        // SAFETY: `eval`'s contract gives the instruction set.
         unsafe {
             match self.x {
-                Lanes::F32(x) => ExpSumLooseGrad { x, m, store }.eval::<V>(),
-                Lanes::F16(x) => ExpSumLooseGrad { x, m, store }.eval::<V>(),
-                Lanes::Bf16(x) => ExpSumLooseGrad { x, m, store }.eval::<V>(),
+                Lanes::F32(x) => loose_grad_sum::<V, _>(x, m, store),
+                Lanes::F16(x) => loose_grad_sum::<V, _>(x, m, store),
+                Lanes::Bf16(x) => loose_grad_sum::<V, _>(x, m, store),
             }
         }
     }
@@ -466,48 +466,38 @@ impl SimdOp for ExpSumOp<'_> {
     }
 }
 
-/// The loss's sum (each operation its own `#[target_feature]` function).
-struct ExpSumLoose<'a, E> {
-    x: &'a [E],
-    m: f32,
-}
-impl<E: LaneElem> SimdOp for ExpSumLoose<'_, E> {
-    type Output = (ExpSum, f64);
-    #[inline(always)]
-    unsafe fn eval<V: F32Vec>(self) -> (ExpSum, f64) {
-        let (x, null) = (self.x, std::ptr::null_mut());
-        // SAFETY: `eval`'s contract gives the instruction set; pointer and length come from
-        // one slice.
-        unsafe { exp_sum_loose_raw::<V, E, false, false>(x.as_ptr(), x.len(), self.m, null) }
-    }
+/// The loss's sum of a row of lane type `E`.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+unsafe fn loose_sum<V: F32Vec, E: LaneElem>(x: &[E], m: f32) -> (ExpSum, f64) {
+    // SAFETY: the caller's contract; pointer and length come from one slice.
+    unsafe { exp_sum_loose_raw::<V, E, false, false>(x.as_ptr(), x.len(), m, std::ptr::null_mut()) }
 }
 
-/// A gradient's sum (flushed terms exactly 0), its exponentials stored when asked.
-struct ExpSumLooseGrad<'a, E> {
-    x: &'a [E],
+/// A gradient's sum (flushed terms exactly 0) of a row of lane type `E`, its exponentials
+/// stored when asked.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+unsafe fn loose_grad_sum<V: F32Vec, E: LaneElem>(
+    x: &[E],
     m: f32,
-    store: Option<&'a mut [f32]>,
-}
-impl<E: LaneElem> SimdOp for ExpSumLooseGrad<'_, E> {
-    type Output = (ExpSum, f64);
-    #[inline(always)]
-    unsafe fn eval<V: F32Vec>(self) -> (ExpSum, f64) {
-        let (x, m) = (self.x, self.m);
-        // SAFETY: `eval`'s contract gives the instruction set; the pointers and lengths come
-        // from slices of `n` floats (a store is a distinct `&mut`, so it cannot overlap).
-        unsafe {
-            match self.store {
-                None => exp_sum_loose_raw::<V, E, false, true>(
-                    x.as_ptr(),
-                    x.len(),
-                    m,
-                    std::ptr::null_mut(),
-                ),
-                Some(s) => {
-                    assert_eq!(s.len(), x.len());
-                    let (px, ps) = (x.as_ptr(), s.as_mut_ptr());
-                    exp_sum_loose_raw::<V, E, true, true>(px, x.len(), m, ps)
-                }
+    store: Option<&mut [f32]>,
+) -> (ExpSum, f64) {
+    // SAFETY: the caller's contract; the pointers and lengths come from slices of `n`
+    // elements (a store is a distinct `&mut`, so it cannot overlap).
+    unsafe {
+        match store {
+            None => {
+                exp_sum_loose_raw::<V, E, false, true>(x.as_ptr(), x.len(), m, std::ptr::null_mut())
+            }
+            Some(s) => {
+                assert_eq!(s.len(), x.len());
+                let (px, ps) = (x.as_ptr(), s.as_mut_ptr());
+                exp_sum_loose_raw::<V, E, true, true>(px, x.len(), m, ps)
             }
         }
     }
@@ -657,12 +647,6 @@ pub fn exp_sum_loose_f32_on(
             },
         ),
     }
-}
-
-fn cast<T: 'static, E: 'static>(x: &[T]) -> Option<&[E]> {
-    // SAFETY: `T` is `E` (same type id), so the slice is one of `E`s.
-    (TypeId::of::<T>() == TypeId::of::<E>())
-        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<E>(), x.len()) })
 }
 
 /// `x` as [`Lanes`] when `T` is a 16-bit float.
