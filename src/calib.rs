@@ -14,6 +14,7 @@ use crate::parallel::{map_jobs, rows_per_chunk, split_opt};
 use crate::real::{exp_sum, row_max, widened, Real};
 
 mod kernel;
+mod onevsrest;
 mod pass;
 mod temperature;
 
@@ -103,7 +104,11 @@ impl Bins<'_> {
         let (e, n) = (self.edges, self.n());
         let top = if self.right { n - 1 } else { n };
         let mut b = ((v * n as f64) as usize).min(top);
+        // The guess is at most one bin off: that step is taken without a branch (a
+        // mispredicted one costs more than the arithmetic), the loops then rarely run.
+        let up = e[(b + 1).min(n)];
         if self.right {
+            b = b - usize::from((b > 0) & (e[b] >= v)) + usize::from((b < top) & (up < v));
             while b > 0 && e[b] >= v {
                 b -= 1;
             }
@@ -111,6 +116,7 @@ impl Bins<'_> {
                 b += 1;
             }
         } else {
+            b = b - usize::from((b > 0) & (e[b] > v)) + usize::from((b < top) & (up <= v));
             while b > 0 && e[b] > v {
                 b -= 1;
             }
@@ -141,10 +147,13 @@ pub struct CalibSpec<'a> {
 
 /// Streaming calibration statistics of `(N, k)` logits (softmax) or probabilities with class
 /// labels and optional sample weights, added to `out` (see [`calib_stats_len`]). One pass
-/// per row: the maximum, the sum of exponentials, then each class's float64 probability
-/// binned once. Rows of weight 0 add nothing. The numbers are those of the one-shot
-/// metrics: float64 softmax probabilities `exp(x_j − m)·(1/S)`, top-label confidence
-/// `1/S` from the element type's own sum (as `top_label` computes it), NLL `m − x_y + log S`.
+/// per row: the maximum, the sum of exponentials, then each class's probability binned
+/// once. Rows of weight 0 add nothing. The numbers are those of the one-shot metrics:
+/// softmax probabilities `exp(x_j − m)·(1/S)` (float64 for float64 logits; for float32 and
+/// 16-bit logits from the row's float32 exponentials, each within `3·2^-23` relative of the
+/// float64 softmax, and put in the bin of the float64 value: a probability that near an
+/// edge is decided in float64), top-label confidence `1/S` from the element type's own sum
+/// (as `top_label` computes it), NLL `m − x_y + log S`.
 ///
 /// The scores are validated in the same pass: `Ok(Some(row))` names the first row holding
 /// NaN, or for logits `+inf` or nothing but `-inf`, for probabilities a value outside

@@ -66,6 +66,7 @@ mod layering {
         ("calib", 4, include_str!("calib/pass.rs")),
         ("calib", 4, include_str!("calib/temperature.rs")),
         ("calib", 4, include_str!("calib/kernel.rs")),
+        ("calib", 4, include_str!("calib/onevsrest.rs")),
         // losses (issue 12)
         ("losses", 4, include_str!("losses.rs")),
         // bootstrap (issue 15)

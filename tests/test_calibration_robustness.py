@@ -196,7 +196,10 @@ def test_an_interrupted_fused_pass_changes_nothing(monkeypatch, exc):
 def test_the_fused_pass_equals_the_numpy_path(monkeypatch, from_logits, convention, weighted,
                                                dtype):
     """The Rust pass (every statistic of an update at once) against the per-statistic NumPy
-    path it replaces for small K × bins: the same sums to float64 rounding."""
+    path it replaces for small K × bins: the same sums to float64 rounding, except that
+    float32 and 16-bit logits get float32 probabilities (forecast sums, Brier terms and the
+    metrics within 1e-6) binned exactly as the float64 softmax bins them (every weight sum
+    to float64 rounding)."""
     if dtype == "bfloat16":
         dtype = pytest.importorskip("ml_dtypes").bfloat16
     z, y, w = problem(7, 3000, 6, weighted=weighted)
@@ -204,20 +207,81 @@ def test_the_fused_pass_equals_the_numpy_path(monkeypatch, from_logits, conventi
     scores = z if from_logits else xr.softmax(z.astype(np.float64)).astype(dtype)
     if not from_logits:
         scores = np.clip(scores, 0, 1)
-    results = []
+    float32 = from_logits and np.dtype(dtype) != np.float64
+    tol = 1e-6 if float32 else 1e-12
+    accs = []
     for limit in (cal._binning.FUSED_MAX_SLOTS, 0):
         monkeypatch.setattr(cal._binning, "FUSED_MAX_SLOTS", limit)
         acc = cal.CalibrationAccumulator(11, convention=convention, from_logits=from_logits)
         for rows in np.array_split(np.arange(len(y)), 3):
             acc.update(scores[rows], y[rows], None if w is None else w[rows])
-        results.append(acc.result())
-    results_close(results[0], results[1], 1e-12)
+        accs.append(acc)
+    results_close(accs[0].result(), accs[1].result(), tol)
+    fused, numpy_path = (a._state.stats for a in accs)
+    slots = 12 if convention == "torchmetrics" else 11
+    ovr = fused[3 * slots:3 * slots * 7].reshape(3, 6, slots)
+    ovr_numpy = numpy_path[3 * slots:3 * slots * 7].reshape(3, 6, slots)
+    np.testing.assert_allclose(ovr[0], ovr_numpy[0], rtol=1e-12, atol=1e-12)  # bin weights
+    np.testing.assert_allclose(ovr[2], ovr_numpy[2], rtol=1e-12, atol=1e-12)  # outcomes
+    np.testing.assert_allclose(ovr[1], ovr_numpy[1], rtol=tol, atol=1e-12)    # forecasts
     one_shot = []
     for limit in (cal._binning.FUSED_MAX_SLOTS, 0):
         monkeypatch.setattr(cal._binning, "FUSED_MAX_SLOTS", limit)
         one_shot.append(cal.brier_decomposition(scores, y, n_bins=11, convention=convention,
                                                 from_logits=from_logits, sample_weight=w))
-    np.testing.assert_allclose(one_shot[0], one_shot[1], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(one_shot[0], one_shot[1], rtol=tol, atol=1e-15)
+
+
+def edge_logits(rng, n, k, n_bins):
+    """float32 logits whose float64 softmax puts each row's top probability on an interior
+    bin edge to within the rounding of the logits (a few 1e-8 relative), or every seventh
+    row (every row for one bin) at 1 or just below; some rows exactly 1/2 (two maxima, the
+    other classes masked)."""
+    z = rng.standard_normal((n, k)) * 2.0
+    top = z.argmax(axis=1)
+    rows = np.arange(n)
+    others = np.ones((n, k), bool)
+    others[rows, top] = False
+    m = z[rows, top][:, None]
+    r_now = np.where(others, np.exp(z - m), 0.0).sum(axis=1)
+    # S - 1 around 2^-53, where the top probability 1/S rounds to 1 or not
+    r_want = 2.0 ** -53 * rng.choice([0.5, 1.0, 1.0 + 1e-7, 2.0], n)
+    if n_bins > 1:
+        target = rng.integers(1, n_bins, n) / n_bins
+        target = np.maximum(target, 2.0 / k)           # a top probability is at least 1/k
+        r_want = np.where(np.arange(n) % 7 == 3, r_want, 1.0 / target - 1.0)
+    z = np.where(others, z + np.log(r_want / r_now)[:, None], z)
+    z[::50] = -np.inf
+    z[::50, :2] = 0.0
+    return z.astype(np.float32)
+
+
+@pytest.mark.parametrize("convention", ["right", "torchmetrics"])
+@pytest.mark.parametrize("n_bins", [1, 4, 15])
+def test_float32_probabilities_at_edges_are_binned_as_in_float64(monkeypatch, convention,
+                                                                 n_bins):
+    """The fused pass forms float32 logits' probabilities in float32 and decides those near
+    an edge (and torchmetrics' bin of probability 1) in float64: every class lands in the
+    bin of its float64 softmax probability, as on the NumPy path."""
+    rng = np.random.default_rng(n_bins)
+    z = edge_logits(rng, 4000, 40, n_bins)
+    y = rng.integers(0, 40, len(z))
+    p = ref._softmax(z.astype(np.float64))
+    if n_bins > 1:
+        at_edge = np.abs(p * n_bins - np.round(p * n_bins)) < 1e-6 * p * n_bins
+        assert at_edge.sum() > 2500                    # the test is about these
+    stats = []
+    for limit in (cal._binning.FUSED_MAX_SLOTS, 0):
+        monkeypatch.setattr(cal._binning, "FUSED_MAX_SLOTS", limit)
+        acc = cal.CalibrationAccumulator(n_bins, convention=convention, from_logits=True)
+        for rows in np.array_split(np.arange(len(y)), 3):
+            acc.update(z[rows], y[rows])
+        stats.append(acc._state.stats)
+    slots = n_bins + (convention == "torchmetrics")
+    fused, numpy_path = (s[3 * slots:3 * slots * 41].reshape(3, 40, slots) for s in stats)
+    np.testing.assert_array_equal(fused[0], numpy_path[0])   # bin counts
+    np.testing.assert_array_equal(fused[2], numpy_path[2])   # label counts
+    np.testing.assert_allclose(fused[1], numpy_path[1], rtol=1e-6, atol=1e-12)
 
 
 def test_a_refused_update_changes_nothing():

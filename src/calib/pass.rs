@@ -6,8 +6,18 @@
 //! The one-vs-rest binning is split by the first edge `e_1`: most probabilities of a row of
 //! many classes lie in bin 0, so they are added to dense per-class sums by a branch-free
 //! masked loop, and only the few above it are binned one by one.
+//!
+//! Float32 (and widened 16-bit) logits take their probabilities from the row's float32
+//! exponentials, not a float64 softmax (a float64 exponential per logit cost three times
+//! the rest of the pass): their bin-0 forecasts are added by one vector pass
+//! ([`onevsrest`]), the bin-0 weight per class is the rows' weight less what they put above
+//! bin 0. Each such probability is within `3·2^-23` relative of the float64 one, and one
+//! within [`EdgeGuard::REL`] of an edge is binned from the float64 softmax instead, so every
+//! class lands in the bin its float64 probability has. Every sum over rows is f64, so the
+//! numbers do not depend on how the rows are split; the sum of squares of a row is summed
+//! in float32 lanes, so its last bits depend on the instruction set (float64 rows' do not).
 
-use super::{Bins, CalibSpec};
+use super::{onevsrest, Bins, CalibSpec};
 use crate::error::{try_vec, Error};
 use crate::real::{exp_sum, row_max, Real};
 use crate::simd::{
@@ -61,13 +71,31 @@ pub fn block<T: Real>(
     Ok(Ok(s.finish(spec)))
 }
 
-/// Work space of a block: the statistics, one row's probabilities, and the dense bin-0
-/// one-vs-rest sums per class.
+/// Work space of a block: the statistics, one row's probabilities (or float32
+/// exponentials), the dense bin-0 one-vs-rest sums per class, and what the float32 rows
+/// need besides (see [`Scratch::add_float32`]).
 struct Scratch {
     d: Vec<f64>,
     p: Vec<f64>,
+    e: Vec<f32>,
     w0: Vec<f64>,
     f0: Vec<f64>,
+    /// Weight the float32 rows put above bin 0, per class.
+    above_w: Vec<f64>,
+    /// Total weight of the float32 rows.
+    w32: f64,
+    /// A float32 row's classes not added as bin 0, as bits.
+    bits: Vec<u64>,
+}
+
+/// What the per-row adders need of the bins: the rule and edges, `k`, bin 0's upper limit
+/// (`p ≤ lim0`), and the float32 rows' edge guard.
+#[derive(Clone, Copy)]
+struct Layout<'a> {
+    bins: Bins<'a>,
+    k: usize,
+    lim0: f64,
+    guard: EdgeGuard,
 }
 
 impl Scratch {
@@ -76,21 +104,162 @@ impl Scratch {
         Ok(Scratch {
             d: try_vec(len, 0.0)?,
             p: try_vec(kk, 0.0)?,
+            e: try_vec(kk, 0.0)?,
             w0: try_vec(kk, 0.0)?,
             f0: try_vec(kk, 0.0)?,
+            above_w: try_vec(kk, 0.0)?,
+            w32: 0.0,
+            bits: try_vec(kk.div_ceil(64), 0)?,
         })
     }
 
     /// The statistics with the dense bin-0 sums in their places (those slots were never
-    /// touched otherwise, so this is the sum the rows gave, in their order).
+    /// touched otherwise). The float32 rows' bin-0 weight of class `j` is their total less
+    /// what they put above bin 0.
     fn finish(mut self, spec: CalibSpec<'_>) -> Vec<f64> {
         let slots = spec.bins.slots();
         let ovr = 3 * slots;
-        for (j, (&w, &f)) in self.w0.iter().zip(&self.f0).enumerate() {
-            self.d[ovr + j * slots] = w;
+        let parts = self.w0.iter().zip(&self.f0).zip(&self.above_w);
+        for (j, ((&w, &f), &a)) in parts.enumerate() {
+            self.d[ovr + j * slots] = w + (self.w32 - a);
             self.d[ovr + (spec.k + j) * slots] = f;
         }
         self.d
+    }
+
+    #[inline(always)]
+    fn add(&mut self, at: Layout<'_>, j: usize, b: usize, w: f64, v: f64) {
+        let (slots, ovr) = (at.bins.slots(), 3 * at.bins.slots());
+        self.d[ovr + j * slots + b] += w;
+        self.d[ovr + (at.k + j) * slots + b] += w * v;
+    }
+
+    #[inline(always)]
+    fn add_label(&mut self, at: Layout<'_>, y: usize, w: f64, py: f64) {
+        let slots = at.bins.slots();
+        self.d[3 * slots + (2 * at.k + y) * slots + at.bins.index(py)] += w;
+    }
+
+    /// Adds the row of probabilities in `p` with label `y` and weight `w`; returns its
+    /// Brier term.
+    #[inline(always)]
+    fn add_probabilities(&mut self, at: Layout<'_>, y: usize, w: f64) -> f64 {
+        let lim0 = at.lim0;
+        let mut above = false;
+        for ((&pj, a), b) in self
+            .p
+            .iter()
+            .zip(self.w0.iter_mut())
+            .zip(self.f0.iter_mut())
+        {
+            let low = pj <= lim0;
+            *a += if low { w } else { 0.0 };
+            *b += if low { w * pj } else { 0.0 };
+            above |= !low;
+        }
+        if above {
+            for c in 0..self.p.len().div_ceil(8) {
+                let ps = &self.p[8 * c..(8 * c + 8).min(at.k)];
+                let mut mask = ps
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |m, (i, &v)| m | (u32::from(v > lim0) << i));
+                while mask != 0 {
+                    let j = 8 * c + mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    let v = self.p[j];
+                    self.add(at, j, at.bins.index(v), w, v);
+                }
+            }
+        }
+        let (p, py) = (&self.p, self.p[y]);
+        let brier = sum_of_squares(&p[..y]) + sum_of_squares(&p[y + 1..]) + (py - 1.0).powi(2);
+        self.add_label(at, y, w, py);
+        brier
+    }
+
+    /// Adds a float32 row from its exponentials in `e` (`S = 1 + rest`, the row maximum's
+    /// term exactly 1) with label `y` and weight `w`, the probabilities `e_j·(1/S)`, and
+    /// returns its Brier term. The label's term of the sum of squares is `(1 − p_y)²`
+    /// (`1 − p_y = rest/S` when `e_y = 1`). The Brier term does not depend on the bins.
+    ///
+    /// With `false`, a probability above the window below the first edge, or the
+    /// maximum's `1/S = 1` for the rule that bins 1 apart, could be binned otherwise than
+    /// from the float64 softmax (rare: within a few float32 ulps of an edge). The values
+    /// below the window (certainly in bin 0), and those above it binned before, have then
+    /// been added, and the caller bins the others (left in `bits`) and the label from the
+    /// float64 softmax with [`Scratch::add_float64_rest`].
+    #[inline(always)]
+    fn add_float32(&mut self, at: Layout<'_>, rest: f64, y: usize, w: f64) -> (f64, bool) {
+        const HALF_ULP_OF_ONE: f64 = 1.0 / (1u64 << 53) as f64;
+        let g = at.guard;
+        let total = 1.0 + rest;
+        let inv = 1.0 / total;
+        // The window around the first edge in terms of `e_j = p_j·S`, widened by 2^-20 to
+        // cover the products' and the conversion's roundings.
+        let lo = (g.lo * total * (1.0 - 1.0 / (1u64 << 20) as f64)) as f32;
+        let hi = (g.hi * total * (1.0 + 1.0 / (1u64 << 20) as f64)) as f32;
+        let ey = self.e[y];
+        let scale = (w * inv) as f32;
+        let split = onevsrest::add_low(
+            &mut self.e,
+            (lo, hi),
+            scale,
+            y,
+            &mut self.f0,
+            &mut self.bits,
+        );
+        self.w32 += w;
+        let py = ey as f64 * inv;
+        let miss = if ey == 1.0 { rest * inv } else { 1.0 - py };
+        let brier = split.sq * (inv * inv) + miss * miss;
+        let one = (rest - HALF_ULP_OF_ONE).abs() <= EdgeGuard::REL * HALF_ULP_OF_ONE;
+        if !split.clear || (g.one_bin && one) {
+            return (brier, false);
+        }
+        // Nothing lies in the window: the values above it are above bin 0. Those binned
+        // here leave `bits` if another then turns out to need float64.
+        for c in 0..self.bits.len() {
+            let mut mask = self.bits[c];
+            while mask != 0 {
+                let j = 64 * c + mask.trailing_zeros() as usize;
+                let v = self.e[j] as f64 * inv;
+                let Some(b) = EdgeGuard::bin(at.bins, v) else {
+                    self.bits[..c].fill(0);
+                    self.bits[c] = mask;
+                    return (brier, false);
+                };
+                mask &= mask - 1;
+                self.add(at, j, b, w, v);
+                self.above_w[j] += w;
+            }
+        }
+        let b = if ey <= lo { 0 } else { at.bins.index(py) };
+        let slots = at.bins.slots();
+        self.d[3 * slots + (2 * at.k + y) * slots + b] += w;
+        (brier, true)
+    }
+
+    /// Finishes a row [`Scratch::add_float32`] left: its float64 probabilities in `p`, the
+    /// classes it did not add marked in `bits`.
+    #[inline(always)]
+    fn add_float64_rest(&mut self, at: Layout<'_>, y: usize, w: f64) {
+        for c in 0..self.bits.len() {
+            let mut mask = self.bits[c];
+            while mask != 0 {
+                let j = 64 * c + mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let v = self.p[j];
+                match at.bins.index(v) {
+                    0 => self.f0[j] += w * v,
+                    b => {
+                        self.add(at, j, b, w, v);
+                        self.above_w[j] += w;
+                    }
+                }
+            }
+        }
+        self.add_label(at, y, w, self.p[y]);
     }
 }
 
@@ -208,6 +377,69 @@ fn first_equal_row<T: Real>(x: &[T], target: f64) -> usize {
         .unwrap_or(0)
 }
 
+/// The float64 softmax of a row of logits with maximum `m` (finite, the row checked) into
+/// `p`; returns `S − 1`.
+#[inline(always)]
+fn exact_probabilities<T: Real>(row: &[T], m: f64, p: &mut [f64]) -> f64 {
+    for (pj, &v) in p.iter_mut().zip(row) {
+        *pj = v.to_f64() - m;
+    }
+    crate::simd::exp_f64_in_place(p);
+    let (total, rest) = stored_exp_sum(p);
+    let inv = 1.0 / total;
+    p.iter_mut().for_each(|pj| *pj *= inv);
+    rest
+}
+
+/// Where a probability from float32 exponentials could be binned otherwise than its float64
+/// value: each such probability `e_j·(1/S)` is within `3·2^-23` relative of the exact one
+/// (`e_j` within 1 ulp, `S` summed from them in f64, the product rounded), so one farther
+/// than [`EdgeGuard::REL`] relative from every interior edge is binned as the exact value
+/// is.
+#[derive(Clone, Copy)]
+struct EdgeGuard {
+    /// The window `(lo, hi]` around the first edge (none for the right rule's single bin).
+    lo: f64,
+    hi: f64,
+    /// Bins of the rule with an extra bin for `v = 1`: the row maximum's probability `1/S`
+    /// is exactly 1 when `S − 1 ≤ 2^-53`, so `S − 1` near `2^-53` is decided in float64.
+    one_bin: bool,
+}
+
+impl EdgeGuard {
+    const REL: f64 = 1.0 / (1u64 << 18) as f64;
+
+    fn new(bins: Bins<'_>) -> EdgeGuard {
+        // (A single bin of the right rule holds everything; torchmetrics' extra bin for 1
+        // is then behind the first edge, 1 itself.)
+        let (lo, hi) = if bins.edges.len() > 2 || !bins.right {
+            let e1 = bins.edges[1];
+            (e1 * (1.0 - Self::REL), e1 * (1.0 + Self::REL))
+        } else {
+            (f64::INFINITY, f64::INFINITY)
+        };
+        EdgeGuard {
+            lo,
+            hi,
+            one_bin: !bins.right,
+        }
+    }
+
+    /// The bin of `v` in `(0, 1]` (as [`Bins::index`] gives it), or `None` when `v` lies
+    /// within the window of an interior edge. The edges are `b/n` to a few ulps, far
+    /// inside the window, so away from them `⌊v·n⌋` is the bin itself.
+    #[inline(always)]
+    fn bin(bins: Bins<'_>, v: f64) -> Option<usize> {
+        let n = bins.edges.len() - 1;
+        let t = v * n as f64;
+        let (f, tol) = (t.floor(), Self::REL * t);
+        let b = f as usize;
+        let near = ((t - f <= tol) & (b >= 1) & (b < n)) | ((f + 1.0 - t <= tol) & (b + 1 < n));
+        let top = if bins.right { n - 1 } else { n };
+        (!near).then_some(b.min(top))
+    }
+}
+
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn rows_impl<T: Real>(
@@ -234,7 +466,13 @@ fn rows_impl<T: Real>(
     } else {
         f64::from_bits(e1.to_bits() - 1)
     };
-    let Scratch { d, p, w0, f0 } = s;
+    let guard = EdgeGuard::new(bins);
+    let at = Layout {
+        bins,
+        k,
+        lim0,
+        guard,
+    };
     for (r, (row, &y)) in x.chunks(k).zip(labels).enumerate() {
         let w = weight.map_or(1.0, |w| w[r]);
         let y = y as usize;
@@ -258,72 +496,65 @@ fn rows_impl<T: Real>(
                 (m, first_equal_row(row, m))
             };
             if w != 0.0 {
-                add_top(d, bins, conf, arg == y, w);
+                add_top(&mut s.d, bins, conf, arg == y, w);
             }
             continue;
         }
-        let (conf, arg, nll) = if from_logits {
+        let (conf, arg, nll, brier) = if from_logits {
             let m = row_max(row);
-            for (pj, &v) in p.iter_mut().zip(row) {
-                *pj = v.to_f64() - m;
-            }
-            // `x_j − m = 0` exactly where `x_j = m` (the first maximum).
-            let arg = first_equal(p, 0.0);
-            crate::simd::exp_f64_in_place(p);
-            let (total, rest) = stored_exp_sum(p);
-            if !m.is_finite() || total.is_nan() {
+            let x32 = T::as_f32(row);
+            // The element type's own sum gives the confidence (what `top_label` computes);
+            // a float32 row's exponentials are kept for its probabilities.
+            let es = match x32 {
+                Some(x) => crate::simd::exp_sum_f32(x, m as f32, Some(&mut s.e[..])),
+                None => exp_sum(row, m, None),
+            };
+            // A NaN logit makes the sum NaN (the maximum may skip it).
+            if !m.is_finite() || es.total.is_nan() {
                 return Err(r0 + r);
             }
             if w == 0.0 {
                 continue;
             }
-            // The element type's own sum for the confidence (what `top_label` gives); the
-            // float64 softmax for the probabilities (what `softmax` of float64 logits gives).
-            let conf = 1.0 / exp_sum(row, m, None).total;
-            let inv = 1.0 / total;
-            p.iter_mut().for_each(|pj| *pj *= inv);
-            (conf, arg, (m - row[y].to_f64()) + rest.ln_1p())
+            let conf = 1.0 / es.total;
+            // `x_j = m` first where the row's first maximum is.
+            let arg = first_equal_row(row, m);
+            // (Matches, not `Option::map`: a closure would not inherit the target features.)
+            let (rest, brier) = match x32 {
+                Some(_) => {
+                    let (brier, done) = s.add_float32(at, es.rest, y, w);
+                    if !done {
+                        exact_probabilities(row, m, &mut s.p);
+                        s.add_float64_rest(at, y, w);
+                    }
+                    (es.rest, brier)
+                }
+                None => {
+                    let rest = exact_probabilities(row, m, &mut s.p);
+                    (rest, s.add_probabilities(at, y, w))
+                }
+            };
+            (conf, arg, (m - row[y].to_f64()) + rest.ln_1p(), brier)
         } else {
-            for (pj, &v) in p.iter_mut().zip(row) {
+            for (pj, &v) in s.p.iter_mut().zip(row) {
                 *pj = v.to_f64();
             }
-            if p.iter().fold(false, |a, &v| a | !(0.0..=1.0).contains(&v)) {
+            if s.p
+                .iter()
+                .fold(false, |a, &v| a | !(0.0..=1.0).contains(&v))
+            {
                 return Err(r0 + r);
             }
             if w == 0.0 {
                 continue;
             }
-            let top = p.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            (top, first_equal(p, top), -p[y].ln())
+            let top = s.p.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let (arg, nll) = (first_equal(&s.p, top), -s.p[y].ln());
+            (top, arg, nll, s.add_probabilities(at, y, w))
         };
-        let hit = arg == y;
-        add_top(d, bins, conf, hit, w);
-        let mut above = false;
-        for ((&pj, a), b) in p.iter().zip(w0.iter_mut()).zip(f0.iter_mut()) {
-            let low = pj <= lim0;
-            *a += if low { w } else { 0.0 };
-            *b += if low { w * pj } else { 0.0 };
-            above |= !low;
-        }
-        if above {
-            for (c, ps) in p.chunks(8).enumerate() {
-                let mut mask = ps
-                    .iter()
-                    .enumerate()
-                    .fold(0u32, |m, (i, &v)| m | (u32::from(v > lim0) << i));
-                while mask != 0 {
-                    let j = 8 * c + mask.trailing_zeros() as usize;
-                    mask &= mask - 1;
-                    let b = bins.index(p[j]);
-                    d[ovr + j * slots + b] += w;
-                    d[ovr + (k + j) * slots + b] += w * p[j];
-                }
-            }
-        }
-        d[ovr + (2 * k + y) * slots + bins.index(p[y])] += w;
-        let brier = sum_of_squares(&p[..y]) + sum_of_squares(&p[y + 1..]) + (p[y] - 1.0).powi(2);
-        let hit = if hit { 1.0 } else { 0.0 };
-        for (o, v) in d[sums..]
+        add_top(&mut s.d, bins, conf, arg == y, w);
+        let hit = if arg == y { 1.0 } else { 0.0 };
+        for (o, v) in s.d[sums..]
             .iter_mut()
             .zip([w, w * brier, w * nll, w * hit, w * conf])
         {

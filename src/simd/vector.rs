@@ -54,6 +54,8 @@ pub trait F32Vec: Copy {
     unsafe fn lt(self, o: Self) -> Self::Mask;
     /// Whether any lane of the mask is set.
     unsafe fn any(m: Self::Mask) -> bool;
+    /// The mask as bits, lane `i` at bit `i`.
+    unsafe fn bits(m: Self::Mask) -> u32;
     /// `m ? 0 : a`.
     unsafe fn zero_where(m: Self::Mask, a: Self) -> Self;
     /// `m ? a : 0`.
@@ -67,6 +69,9 @@ pub trait F32Vec: Copy {
     /// Writes the accumulator's `LANES` f64 values, lane `i` (the sum of lane `i` of every
     /// added vector) at `out + i`.
     unsafe fn acc_lanes(acc: Self::F64Acc, out: *mut f64);
+    /// The accumulator whose lanes are the `LANES` f64 values at `p` (as [`Self::acc_lanes`]
+    /// writes them).
+    unsafe fn acc_load(p: *const f64) -> Self::F64Acc;
     /// Whether any lane is outside `[0, 1]` or NaN.
     unsafe fn any_outside_unit(self) -> bool;
     /// Whether every lane is exactly 0 (either sign) or 1.
@@ -289,6 +294,10 @@ impl F32Vec for Scalar {
         self.0 < o.0
     }
     #[inline(always)]
+    unsafe fn bits(m: bool) -> u32 {
+        u32::from(m)
+    }
+    #[inline(always)]
     unsafe fn any(m: bool) -> bool {
         m
     }
@@ -331,6 +340,10 @@ impl F32Vec for Scalar {
     #[inline(always)]
     unsafe fn acc_lanes(acc: f64, out: *mut f64) {
         *out = acc
+    }
+    #[inline(always)]
+    unsafe fn acc_load(p: *const f64) -> f64 {
+        *p
     }
     #[inline(always)]
     unsafe fn any_outside_unit(self) -> bool {

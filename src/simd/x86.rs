@@ -214,6 +214,10 @@ pub mod avx2 {
             _mm256_movemask_ps(m) != 0
         }
         #[inline(always)]
+        unsafe fn bits(m: __m256) -> u32 {
+            _mm256_movemask_ps(m) as u32
+        }
+        #[inline(always)]
         unsafe fn zero_where(m: __m256, a: Self) -> Self {
             V(_mm256_andnot_ps(m, a.0))
         }
@@ -248,6 +252,10 @@ pub mod avx2 {
         unsafe fn acc_lanes(acc: Self::F64Acc, out: *mut f64) {
             _mm256_storeu_pd(out, acc.0);
             _mm256_storeu_pd(out.add(4), acc.1);
+        }
+        #[inline(always)]
+        unsafe fn acc_load(p: *const f64) -> Self::F64Acc {
+            (_mm256_loadu_pd(p), _mm256_loadu_pd(p.add(4)))
         }
         #[inline(always)]
         unsafe fn acc_sum(acc: Self::F64Acc) -> f64 {
@@ -426,6 +434,10 @@ pub mod avx512 {
             m != 0
         }
         #[inline(always)]
+        unsafe fn bits(m: __mmask16) -> u32 {
+            u32::from(m)
+        }
+        #[inline(always)]
         unsafe fn zero_where(m: __mmask16, a: Self) -> Self {
             V(_mm512_maskz_mov_ps(!m, a.0))
         }
@@ -461,6 +473,10 @@ pub mod avx512 {
         unsafe fn acc_lanes(acc: Self::F64Acc, out: *mut f64) {
             _mm512_storeu_pd(out, acc.0);
             _mm512_storeu_pd(out.add(8), acc.1);
+        }
+        #[inline(always)]
+        unsafe fn acc_load(p: *const f64) -> Self::F64Acc {
+            (_mm512_loadu_pd(p), _mm512_loadu_pd(p.add(8)))
         }
         #[inline(always)]
         unsafe fn acc_sum(acc: Self::F64Acc) -> f64 {
