@@ -284,6 +284,36 @@ def test_float32_probabilities_at_edges_are_binned_as_in_float64(monkeypatch, co
     np.testing.assert_allclose(fused[1], numpy_path[1], rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("k", [3, 33, 100])
+def test_16_bit_logits_give_the_numbers_of_their_float32_widening(dtype, k):
+    """16-bit logits (widened a few rows at a time inside the fused pass): every statistic
+    equals, bit for bit, that of the same logits widened to float32 by NumPy; rows with ties
+    for the maximum (the first one is the prediction), a maximum of 0 and -0, masked
+    classes, and labels on the tied classes."""
+    if dtype == "bfloat16":
+        dtype = pytest.importorskip("ml_dtypes").bfloat16
+    rng = np.random.default_rng(k)
+    z = rng.standard_normal((3000, k)) * 3.0
+    z[::5] = np.round(z[::5])                       # ties
+    z[1::7, :] = -5.0
+    z[1::7, k // 2:] = 0.0                          # maximum 0, tied
+    z[2::7, :2] = -0.0
+    z[2::7, 2:] = -1.0                              # maximum -0
+    z[3::11, 1] = -np.inf
+    y = rng.integers(0, k, len(z))
+    y[1::7] = k // 2
+    half = z.astype(dtype)
+    wide = half.astype(np.float32)
+    for convention in ("right", "torchmetrics"):
+        stats = []
+        for scores in (half, wide):
+            acc = cal.CalibrationAccumulator(10, convention=convention, from_logits=True)
+            acc.update(scores, y)
+            stats.append(acc._state.stats)
+        np.testing.assert_array_equal(stats[0], stats[1])
+
+
 def test_a_refused_update_changes_nothing():
     acc = cal.CalibrationAccumulator(5, from_logits=True).update(*problem(4, 50, 3)[:2])
     before = snapshot(acc)
