@@ -104,11 +104,7 @@ impl Bins<'_> {
         let (e, n) = (self.edges, self.n());
         let top = if self.right { n - 1 } else { n };
         let mut b = ((v * n as f64) as usize).min(top);
-        // The guess is at most one bin off: that step is taken without a branch (a
-        // mispredicted one costs more than the arithmetic), the loops then rarely run.
-        let up = e[(b + 1).min(n)];
         if self.right {
-            b = b - usize::from((b > 0) & (e[b] >= v)) + usize::from((b < top) & (up < v));
             while b > 0 && e[b] >= v {
                 b -= 1;
             }
@@ -116,7 +112,6 @@ impl Bins<'_> {
                 b += 1;
             }
         } else {
-            b = b - usize::from((b > 0) & (e[b] > v)) + usize::from((b < top) & (up <= v));
             while b > 0 && e[b] > v {
                 b -= 1;
             }
