@@ -18,10 +18,9 @@ pub struct LowSplit {
 }
 
 /// `f_j += scale·e_j` (the product in float32, added in f64) wherever `e_j ≤ lo`
-/// (`0 < lo ≤ hi`); writes the positions of the
-/// others to `rest` as bits (element `j` at bit `j % 64` of word `j / 64`; the
-/// `⌈len/64⌉` words overwritten), and returns whether none lies in `(lo, hi]` and the sum
-/// of squares.
+/// (`0 < lo ≤ hi`); writes the positions of the others to `rest` as bits (element `j` at
+/// bit `j % 64` of word `j / 64`; the `⌈len/64⌉` words overwritten), and returns whether
+/// none lies in `(lo, hi]` and the sum of squares.
 pub fn add_low(
     e: &mut [f32],
     (lo, hi): (f32, f32),
@@ -78,7 +77,7 @@ impl SimdOp for AddLow<'_> {
         let (mut sq0, mut sq1) = (V::splat(0.0), V::splat(0.0));
         let (mut near, mut word) = (0u32, 0u64);
         // SAFETY: `eval`'s contract gives the instruction set; `e` and `f` are distinct
-        // slices of `n` floats, full vectors are read and written at `i + l ≤ full ≤ n`.
+        // slices of `n` elements, full vectors are read and written at `i + l ≤ full ≤ n`.
         // `l` divides 64, so a vector's bits never straddle two words.
         unsafe {
             // The bits gather in a register, a word stored at each 64 (an `|=` in memory
@@ -106,8 +105,7 @@ impl SimdOp for AddLow<'_> {
                 }
             }
         }
-        // The tail one at a time: masked vector stores do not forward to the next row's
-        // loads on some CPUs (AMD Zen), a stall of tens of cycles per row.
+        // The tail (fewer than `l` elements) one at a time.
         let mut tail_sq = 0.0f32;
         for j in full..n {
             let x = e[j];
