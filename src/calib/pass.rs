@@ -234,9 +234,7 @@ impl Scratch {
                 self.above_w[j] += w;
             }
         }
-        let b = if ey <= lo { 0 } else { at.bins.index(py) };
-        let slots = at.bins.slots();
-        self.d[3 * slots + (2 * at.k + y) * slots + b] += w;
+        self.add_label(at, y, w, py);
         (brier, true)
     }
 
